@@ -1,0 +1,273 @@
+//! Typed view of a token's claims, parsed once (and cached with the token).
+
+use serde_json::{Map, Value};
+
+/// `act` chains deeper than this are malformed (SPEC: Delegation).
+pub const MAX_ACT_DEPTH: usize = 8;
+
+/// One actor of an RFC 8693 `act` chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Actor {
+    pub sub: String,
+    pub iss: Option<String>,
+    pub exp: Option<f64>,
+}
+
+/// Numeric-date claims. Parse errors are kept and reported at the time-claims
+/// step, so that the SPEC check order (signature before time claims) holds.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Times {
+    pub exp: Option<f64>,
+    pub nbf: Option<f64>,
+    pub iat: Option<f64>,
+    pub auth_time: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claims {
+    pub iss: Option<String>,
+    pub sub: Option<String>,
+    pub client_id: Option<String>,
+    /// `aud` as a list; `None` when absent or not a string / array of strings.
+    pub aud: Option<Vec<String>>,
+    pub times: Result<Times, String>,
+    pub acr: Option<String>,
+    pub scopes: Result<Vec<String>, String>,
+    /// Current actor first; empty when not delegated.
+    pub act: Result<Vec<Actor>, String>,
+    /// A `cnf` claim: sender-constrained tokens are refused until PoP exists.
+    pub has_cnf: bool,
+    pub raw: Map<String, Value>,
+}
+
+impl Claims {
+    pub fn parse(raw: Map<String, Value>) -> Claims {
+        let string = |k: &str| raw.get(k).and_then(Value::as_str).map(str::to_string);
+        let aud = match raw.get("aud") {
+            Some(Value::String(s)) => Some(vec![s.clone()]),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>(),
+            _ => None,
+        };
+        Claims {
+            iss: string("iss"),
+            sub: string("sub"),
+            client_id: string("client_id").or_else(|| string("azp")),
+            aud,
+            times: parse_times(&raw),
+            acr: string("acr"),
+            scopes: parse_scopes(&raw),
+            act: parse_act(raw.get("act")),
+            has_cnf: raw.contains_key("cnf"),
+            raw,
+        }
+    }
+
+    pub fn is_delegated(&self) -> bool {
+        matches!(&self.act, Ok(a) if !a.is_empty())
+    }
+}
+
+fn numeric(raw: &Map<String, Value>, k: &str) -> Result<Option<f64>, String> {
+    match raw.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|f| f.is_finite())
+            .map(Some)
+            .ok_or_else(|| format!("`{k}` is not a valid number")),
+        Some(_) => Err(format!("`{k}` is not a numeric date")),
+    }
+}
+
+fn parse_times(raw: &Map<String, Value>) -> Result<Times, String> {
+    Ok(Times {
+        exp: numeric(raw, "exp")?,
+        nbf: numeric(raw, "nbf")?,
+        iat: numeric(raw, "iat")?,
+        auth_time: numeric(raw, "auth_time")?,
+    })
+}
+
+/// `scope` (space-delimited, RFC 9068) wins over `scp` (array or string).
+fn parse_scopes(raw: &Map<String, Value>) -> Result<Vec<String>, String> {
+    let split = |s: &str| {
+        s.split(' ')
+            .filter(|x| !x.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    match raw.get("scope") {
+        Some(Value::String(s)) => return Ok(split(s)),
+        Some(_) => return Err("`scope` is not a string".into()),
+        None => {}
+    }
+    match raw.get("scp") {
+        None => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(split(s)),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| "`scp` has a non-string entry".to_string()),
+        Some(_) => Err("`scp` is not a string or array".into()),
+    }
+}
+
+fn parse_act(v: Option<&Value>) -> Result<Vec<Actor>, String> {
+    let mut chain = Vec::new();
+    let mut cur = v;
+    while let Some(v) = cur {
+        let Value::Object(o) = v else {
+            return Err("`act` is not an object".into());
+        };
+        if chain.len() == MAX_ACT_DEPTH {
+            return Err(format!("`act` is nested deeper than {MAX_ACT_DEPTH}"));
+        }
+        let Some(Value::String(sub)) = o.get("sub") else {
+            return Err("`act` has no string `sub`".into());
+        };
+        let exp = numeric(o, "exp").map_err(|e| format!("in `act`: {e}"))?;
+        let iss = match o.get("iss") {
+            None => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err("`act.iss` is not a string".into()),
+        };
+        chain.push(Actor {
+            sub: sub.clone(),
+            iss,
+            exp,
+        });
+        cur = o.get("act");
+    }
+    Ok(chain)
+}
+
+/// Parses a JSON object, refusing duplicate member names at any depth: a
+/// verifier that reads the last `sub` and a backend that reads the first one
+/// would disagree about who is calling (APISIX CVE-2022-25757).
+pub fn parse_json_object(bytes: &[u8]) -> Result<Map<String, Value>, String> {
+    let v: StrictValue =
+        serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
+    match v.0 {
+        Value::Object(m) => Ok(m),
+        _ => Err("not a JSON object".into()),
+    }
+}
+
+struct StrictValue(Value);
+
+impl<'de> serde::Deserialize<'de> for StrictValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let StrictValue(v) = map.next_value()?;
+            if out.insert(k.clone(), v).is_some() {
+                return Err(serde::de::Error::custom(format!("duplicate member `{k}`")));
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims(v: Value) -> Claims {
+        Claims::parse(v.as_object().unwrap().clone())
+    }
+
+    #[test]
+    fn scope_wins_over_scp() {
+        let c = claims(json!({"scope": "a b", "scp": ["c"]}));
+        assert_eq!(c.scopes, Ok(vec!["a".into(), "b".into()]));
+        let c = claims(json!({"scp": ["c", "d"]}));
+        assert_eq!(c.scopes, Ok(vec!["c".into(), "d".into()]));
+    }
+
+    #[test]
+    fn string_exp_is_an_error_not_absent() {
+        assert!(claims(json!({"exp": "never"})).times.is_err());
+        assert!(claims(json!({"nbf": "0"})).times.is_err());
+        assert_eq!(claims(json!({"exp": 5})).times.unwrap().exp, Some(5.0));
+    }
+
+    #[test]
+    fn act_chain_shapes() {
+        let c = claims(json!({"act": {"sub": "a", "act": {"sub": "b"}}}));
+        let chain = c.act.unwrap();
+        assert_eq!(chain.len(), 2);
+        assert_eq!(chain[0].sub, "a");
+        assert!(claims(json!({"act": "agent"})).act.is_err());
+        assert!(claims(json!({"act": {"iss": "x"}})).act.is_err());
+        assert!(
+            claims(json!({"act": {"sub": "a", "act": {"x": 1}}}))
+                .act
+                .is_err()
+        );
+        let mut deep = json!({"sub": "s"});
+        for _ in 0..9 {
+            deep = json!({"sub": "s", "act": deep});
+        }
+        assert!(claims(json!({ "act": deep })).act.is_err());
+    }
+
+    #[test]
+    fn duplicate_members_refused() {
+        assert!(parse_json_object(br#"{"sub":"a","sub":"b"}"#).is_err());
+        assert!(parse_json_object(br#"{"act":{"sub":"a","sub":"b"}}"#).is_err());
+        assert!(parse_json_object(br#"[1]"#).is_err());
+        assert!(parse_json_object(br#"{"sub":"a"}"#).is_ok());
+    }
+
+    #[test]
+    fn empty_aud_array_is_empty_list() {
+        assert_eq!(claims(json!({"aud": []})).aud, Some(vec![]));
+        assert_eq!(claims(json!({"aud": [1]})).aud, None);
+    }
+}

@@ -1,0 +1,6 @@
+//! Tokens: key sets, claims, verification and the verified-token cache.
+
+pub mod cache;
+pub mod claims;
+pub mod keys;
+pub mod token;

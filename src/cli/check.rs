@@ -1,0 +1,23 @@
+//! `writ check`: validate the config; exit 0 valid, 1 invalid.
+
+use std::path::Path;
+
+pub fn run(config: &Path) -> u8 {
+    match crate::config::load(config) {
+        Ok(p) => {
+            println!(
+                "{}: ok ({} action{}, {} issuer{})",
+                config.display(),
+                p.actions.len(),
+                if p.actions.len() == 1 { "" } else { "s" },
+                p.issuers.len(),
+                if p.issuers.len() == 1 { "" } else { "s" },
+            );
+            0
+        }
+        Err(errs) => {
+            eprintln!("{errs}");
+            1
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! `writ explain`: the engine's reasoning for one request. Exit 0 allow, 1 deny,
+//! 2 usage or config error.
+
+use std::path::PathBuf;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::json;
+
+use crate::clock::Clock;
+use crate::decision::Verdict;
+use crate::pipeline::{self, Credentials, RequestParts};
+use crate::policy::Policy;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(long, env = "WRIT_CONFIG")]
+    config: PathBuf,
+    #[arg(long)]
+    method: String,
+    #[arg(long)]
+    path: String,
+    #[arg(long)]
+    host: Option<String>,
+    /// Extra request header, `K: V` (repeatable).
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// A signed token, verified with the config's keys.
+    #[arg(long, conflicts_with = "claims")]
+    token: Option<String>,
+    /// A JSON or YAML claims object taken as verified.
+    #[arg(long)]
+    claims: Option<PathBuf>,
+    /// Evaluate at this RFC 3339 time instead of now.
+    #[arg(long)]
+    now: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+fn usage(msg: impl std::fmt::Display) -> u8 {
+    eprintln!("writ explain: {msg}");
+    2
+}
+
+/// Parses `K: V` header arguments into a map.
+pub fn parse_headers(raw: &[String]) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::new();
+    for h in raw {
+        let (k, v) = h
+            .split_once(':')
+            .ok_or_else(|| format!("header `{h}` must be `Name: value`"))?;
+        let name = HeaderName::from_bytes(k.trim().as_bytes())
+            .map_err(|_| format!("`{}` is not a header name", k.trim()))?;
+        let value = HeaderValue::from_str(v.trim())
+            .map_err(|_| format!("header `{}` has an invalid value", k.trim()))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// Loads a claims object from JSON or YAML.
+pub fn load_claims(path: &PathBuf) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let v: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(_) => serde_saphyr::from_str(&text).map_err(|e| {
+            format!(
+                "{}: not a JSON or YAML object: {}",
+                path.display(),
+                e.without_snippet()
+            )
+        })?,
+    };
+    match v {
+        serde_json::Value::Object(m) => Ok(m),
+        _ => Err(format!("{}: claims must be an object", path.display())),
+    }
+}
+
+pub fn run(args: Args) -> u8 {
+    let policy = match crate::config::load(&args.config) {
+        Ok(p) => p,
+        Err(e) => return usage(format!("invalid config:\n{e}")),
+    };
+    let mut headers = match parse_headers(&args.headers) {
+        Ok(h) => h,
+        Err(e) => return usage(e),
+    };
+    let clock = match &args.now {
+        Some(s) => match Clock::parse_rfc3339(s) {
+            Ok(c) => c,
+            Err(e) => return usage(e),
+        },
+        None => Clock::System,
+    };
+    let creds = match &args.claims {
+        Some(p) => match load_claims(p) {
+            Ok(c) => Credentials::Claims(c),
+            Err(e) => return usage(e),
+        },
+        None => Credentials::Header,
+    };
+    if let Some(t) = &args.token {
+        match HeaderValue::from_str(&format!("Bearer {t}")) {
+            Ok(v) => {
+                headers.insert(http::header::AUTHORIZATION, v);
+            }
+            Err(_) => return usage("token has characters a header cannot carry"),
+        }
+    }
+    let method = args.method.clone();
+    let req = RequestParts {
+        method: &method,
+        target: &args.path,
+        host: args.host.as_deref(),
+        headers: &headers,
+    };
+    let d = pipeline::decide(&policy, None, &req, &creds, clock.now(), true);
+    let allowed = !matches!(d.verdict, Verdict::Deny(_));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&to_json(&policy, &args, &d)).unwrap_or_default()
+        );
+    } else {
+        print_text(&policy, &args, &d);
+    }
+    if allowed { 0 } else { 1 }
+}
+
+fn action_json(policy: &Policy, file: &str, d: &pipeline::Decision) -> serde_json::Value {
+    match d.action.map(|i| policy.action(i)) {
+        None => serde_json::Value::Null,
+        Some(a) => json!({
+            "name": a.name,
+            "execution": a.execution,
+            "public": a.public,
+            "template": a.template.source,
+            "location": format!("{file}:{}:{}", a.location.0, a.location.1),
+            "params": d.params.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        }),
+    }
+}
+
+fn outcome(d: &pipeline::Decision) -> (&'static str, u16, &'static str, String, bool) {
+    match &d.verdict {
+        Verdict::Allow { reason, .. } => ("allow", 200, reason.as_str(), String::new(), true),
+        Verdict::Deny(x) => ("deny", x.status, x.reason.as_str(), x.detail.clone(), true),
+        Verdict::AuditDeny { denial, .. } => (
+            "deny",
+            denial.status,
+            denial.reason.as_str(),
+            denial.detail.clone(),
+            false,
+        ),
+    }
+}
+
+fn to_json(policy: &Policy, args: &Args, d: &pipeline::Decision) -> serde_json::Value {
+    let file = args.config.display().to_string();
+    let (decision, status, reason, detail, enforced) = outcome(d);
+    json!({
+        "method": args.method,
+        "path": args.path,
+        "normalized_path": d.target.as_ref().map(|t| t.path.clone()),
+        "host": d.host,
+        "action": action_json(policy, &file, d),
+        "checks": d.checks.iter().map(|c| json!({"stage": c.stage, "check": c.name, "ok": c.ok, "detail": c.detail})).collect::<Vec<_>>(),
+        "decision": decision,
+        "enforced": enforced,
+        "status": status,
+        "reason": reason,
+        "detail": detail,
+    })
+}
+
+fn print_text(policy: &Policy, args: &Args, d: &pipeline::Decision) {
+    let file = args.config.display().to_string();
+    println!(
+        "request     {} {}{}",
+        args.method,
+        args.path,
+        args.host
+            .as_ref()
+            .map(|h| format!("  (host {h})"))
+            .unwrap_or_default()
+    );
+    match &d.target {
+        Some(t) => println!("normalized  {}", t.path),
+        None => println!("normalized  (refused before normalization completed)"),
+    }
+    match d.action.map(|i| policy.action(i)) {
+        Some(a) => {
+            println!(
+                "action      {}{}{}  [{} {}]  at {file}:{}:{}",
+                a.name,
+                if a.execution { " (execution)" } else { "" },
+                if a.public { " (public)" } else { "" },
+                match &a.methods {
+                    crate::policy::router::Methods::Any => "*".to_string(),
+                    crate::policy::router::Methods::List(l) => l.join(","),
+                },
+                a.template.source,
+                a.location.0,
+                a.location.1
+            );
+            if !d.params.is_empty() {
+                let p: Vec<String> = d.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!("params      {}", p.join(" "));
+            }
+        }
+        None => println!("action      (none)"),
+    }
+    println!("checks");
+    for c in &d.checks {
+        println!(
+            "  [{}] {:<10} {:<44} {}",
+            if c.ok { "pass" } else { "FAIL" },
+            c.stage,
+            c.name,
+            c.detail
+        );
+    }
+    let (decision, status, reason, detail, enforced) = outcome(d);
+    let audit = if enforced {
+        ""
+    } else {
+        " (audit mode: not enforced, forwarded)"
+    };
+    if detail.is_empty() {
+        println!("decision    {decision} ({reason}){audit}");
+    } else {
+        println!("decision    {decision}: {status} {reason}: {detail}{audit}");
+    }
+}

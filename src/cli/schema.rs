@@ -1,0 +1,15 @@
+//! `writ schema`: the JSON Schema of the config (for yaml-language-server).
+
+pub fn run() -> u8 {
+    let schema = schemars::schema_for!(crate::config::raw::RawConfig);
+    match serde_json::to_string_pretty(&schema) {
+        Ok(s) => {
+            println!("{s}");
+            0
+        }
+        Err(e) => {
+            eprintln!("writ: cannot render schema: {e}");
+            1
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! The decision engine: one pure function from (policy, request, time) to a
+//! [`Decision`]. The proxy, `explain`, `test` and `demo` all call [`decide`].
+
+pub mod authenticate;
+pub mod authorize;
+pub mod normalize;
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+
+use crate::auth::cache::TokenCache;
+use crate::auth::token::Verified;
+use crate::config::raw::Mode;
+use crate::decision::{Denial, Permit, Reason, Verdict};
+use crate::policy::router::NoMatch;
+use crate::policy::{Policy, normalize_host};
+pub use authenticate::Credentials;
+use normalize::{Choice, NormalizedTarget};
+
+/// Standard methods: any other method must be named by an action (SPEC).
+pub const STANDARD_METHODS: [&str; 7] =
+    ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"];
+
+/// Client headers that make some backends execute another method.
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+/// Client headers that make some backends route to another URL.
+pub const URL_OVERRIDE_HEADERS: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+
+/// A request as the engine sees it: plain data, no hyper types.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestParts<'a> {
+    pub method: &'a str,
+    /// The request target as received (origin-form expected).
+    pub target: &'a str,
+    /// `Host` (or `:authority`) as received.
+    pub host: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+}
+
+/// One check for `writ explain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub stage: &'static str,
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Records checks only when asked (explain); free otherwise.
+#[derive(Debug, Default)]
+pub struct Trace(Option<Vec<Check>>);
+
+impl Trace {
+    pub fn enabled() -> Self {
+        Trace(Some(Vec::new()))
+    }
+    pub fn off() -> Self {
+        Trace(None)
+    }
+    pub fn check(&mut self, stage: &'static str, name: &'static str, failed: Option<&Denial>) {
+        if let Some(v) = &mut self.0 {
+            v.push(Check {
+                stage,
+                name,
+                ok: failed.is_none(),
+                detail: failed
+                    .map(|d| format!("{}: {}", d.reason, d.detail))
+                    .unwrap_or_else(|| "ok".into()),
+            });
+        }
+    }
+    pub fn into_checks(self) -> Vec<Check> {
+        self.0.unwrap_or_default()
+    }
+}
+
+/// Everything the engine concluded about one request.
+#[derive(Debug)]
+pub struct Decision {
+    pub verdict: Verdict,
+    /// Index of the matched action.
+    pub action: Option<usize>,
+    pub target: Option<NormalizedTarget>,
+    pub host: Option<String>,
+    pub params: Vec<(String, String)>,
+    pub token: Option<Arc<Verified>>,
+    pub checks: Vec<Check>,
+}
+
+/// Header names are compared case-insensitively with `_` read as `-`, the way
+/// CGI/WSGI backends fold them (oauth2-proxy CVE-2025-64484).
+pub fn header_is(name: &str, canonical: &str) -> bool {
+    name.len() == canonical.len()
+        && name
+            .bytes()
+            .zip(canonical.bytes())
+            .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
+}
+
+pub fn decide(
+    policy: &Policy,
+    cache: Option<&TokenCache>,
+    req: &RequestParts<'_>,
+    creds: &Credentials,
+    now: f64,
+    trace: bool,
+) -> Decision {
+    let mut t = if trace {
+        Trace::enabled()
+    } else {
+        Trace::off()
+    };
+    let mut d = Decision {
+        verdict: Verdict::Deny(Denial::new(Reason::BadRequest, "")),
+        action: None,
+        target: None,
+        host: req.host.map(normalize_host),
+        params: Vec::new(),
+        token: None,
+        checks: Vec::new(),
+    };
+    d.verdict = run(policy, cache, req, creds, now, &mut t, &mut d);
+    d.checks = t.into_checks();
+    d
+}
+
+fn run(
+    policy: &Policy,
+    cache: Option<&TokenCache>,
+    req: &RequestParts<'_>,
+    creds: &Credentials,
+    now: f64,
+    t: &mut Trace,
+    d: &mut Decision,
+) -> Verdict {
+    // Stage 1: normalize (method, target, headers).
+    if let Err(e) = admit(policy, req) {
+        t.check("normalize", "request", Some(&e));
+        return Verdict::Deny(e);
+    }
+    let target = match normalize::normalize_target(req.target, &policy.requests.path) {
+        Ok(n) => n,
+        Err(e) => {
+            t.check("normalize", "target", Some(&e));
+            return Verdict::Deny(e);
+        }
+    };
+    t.check("normalize", "target", None);
+    let mut target = target;
+    if let Some(q) = &target.query
+        && normalize::query_has_method_override(q)
+    {
+        if policy.requests.method_override == Choice::Reject {
+            let e = Denial::new(
+                Reason::MethodOverride,
+                "`_method` query parameter is refused",
+            );
+            t.check("normalize", "override inputs", Some(&e));
+            return Verdict::Deny(e);
+        }
+        target.query = normalize::strip_method_override(q);
+    }
+    t.check("normalize", "override inputs", None);
+
+    // Stage 2: classify.
+    let segments = target.segments();
+    let found = policy
+        .router
+        .lookup(req.method, d.host.as_deref(), &segments);
+    d.target = Some(target.clone());
+    let m = match found {
+        Ok(m) => m,
+        Err(NoMatch::MethodNotAllowed(allow)) if !policy.defaults.unmatched_allow => {
+            let mut e = Denial::new(
+                Reason::MethodNotAllowed,
+                format!("method {} is not allowed on this path", req.method),
+            );
+            e.allow = allow;
+            t.check("classify", "method", Some(&e));
+            return Verdict::Deny(e);
+        }
+        Err(_) => {
+            if policy.defaults.unmatched_allow {
+                t.check("classify", "action", None);
+                return Verdict::Allow {
+                    permit: Permit::allow(None, None),
+                    reason: Reason::Allowed,
+                };
+            }
+            let e = Denial::new(Reason::NoMatchingAction, "no action matches this request");
+            t.check("classify", "action", Some(&e));
+            return audit_or_deny(policy.defaults.mode, e);
+        }
+    };
+    t.check("classify", "action", None);
+    d.action = Some(m.action);
+    d.params = m.params;
+    let action = policy.action(m.action);
+    let mode = action.mode.unwrap_or(policy.defaults.mode);
+    if action.public {
+        return Verdict::Allow {
+            permit: Permit::allow(None, None),
+            reason: Reason::Public,
+        };
+    }
+
+    // Stage 3: authenticate.
+    let v = match authenticate::authenticate(policy, cache, req.headers, creds, action, now, t) {
+        Ok(v) => v,
+        Err(e) => return audit_or_deny(mode, e),
+    };
+    d.token = Some(v.clone());
+
+    // Stage 4: authorize.
+    match authorize::authorize(policy, action, &d.params, &v, now, t) {
+        Ok(permit) => Verdict::Allow {
+            permit,
+            reason: Reason::Allowed,
+        },
+        Err(e) => audit_or_deny(mode, e),
+    }
+}
+
+fn audit_or_deny(mode: Mode, e: Denial) -> Verdict {
+    match mode {
+        Mode::Audit => Verdict::AuditDeny {
+            permit: Permit::audit_pass(),
+            denial: e,
+        },
+        Mode::Enforce => Verdict::Deny(e),
+    }
+}
+
+/// Method rules and header rules that hold before the target is looked at.
+fn admit(policy: &Policy, req: &RequestParts<'_>) -> Result<(), Denial> {
+    let m = req.method;
+    if m == "CONNECT" || m == "TRACE" {
+        return Err(Denial::new(
+            Reason::MethodNotAllowed,
+            format!("{m} is never allowed"),
+        ));
+    }
+    let any_method = policy
+        .actions
+        .iter()
+        .any(|a| matches!(a.methods, crate::policy::router::Methods::Any));
+    if !STANDARD_METHODS.contains(&m) && !policy.named_methods.contains(m) && !any_method {
+        return Err(Denial::new(
+            Reason::MethodNotAllowed,
+            "method is neither standard nor named by any action",
+        ));
+    }
+    let mut auth = 0;
+    let mut hosts = 0;
+    for (name, _) in req.headers.iter() {
+        let n = name.as_str();
+        if n == "authorization" {
+            auth += 1;
+        } else if n == "host" {
+            hosts += 1;
+        } else if policy.requests.method_override == Choice::Reject
+            && METHOD_OVERRIDE_HEADERS.iter().any(|h| header_is(n, h))
+        {
+            return Err(Denial::new(
+                Reason::MethodOverride,
+                "method override headers are refused",
+            ));
+        } else if policy.requests.url_override == Choice::Reject
+            && URL_OVERRIDE_HEADERS.iter().any(|h| header_is(n, h))
+        {
+            return Err(Denial::new(
+                Reason::UrlOverride,
+                "URL override headers are refused",
+            ));
+        }
+    }
+    if auth > 1 {
+        return Err(Denial::new(
+            Reason::BadRequest,
+            "more than one Authorization header",
+        ));
+    }
+    if hosts > 1 {
+        return Err(Denial::new(Reason::BadRequest, "more than one Host header"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
