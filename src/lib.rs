@@ -13,6 +13,7 @@
 //! `test` and `demo` share one decision engine.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod clock;
@@ -21,4 +22,8 @@ pub mod decision;
 pub mod demo;
 pub mod pipeline;
 pub mod policy;
+pub mod proxy;
+pub mod reload;
 pub mod serve;
+pub mod telemetry;
+pub mod tls;

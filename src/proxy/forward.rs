@@ -1,0 +1,141 @@
+//! Stage 5a: forward an allowed request. Needs a [`Permit`]; builds the upstream
+//! request from the normalized target, drops hop-by-hop headers, anything the
+//! client's `Connection` names, every client spelling of writ's identity headers
+//! and override headers, then sets the verified identity.
+
+use std::net::SocketAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+
+use crate::decision::Permit;
+use crate::pipeline::normalize::NormalizedTarget;
+use crate::pipeline::{METHOD_OVERRIDE_HEADERS, URL_OVERRIDE_HEADERS, header_is};
+use crate::policy::Policy;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) plus legacy ones proxies must not pass.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
+/// Names the `Connection` header nominates (lowercased tokens).
+fn nominated(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// Removes hop-by-hop headers and the ones `Connection` nominates (responses too).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for n in nominated(headers) {
+        // `Connection: x-writ-subject` must never reach our own identity headers:
+        // they are set after this runs, so removing here is harmless.
+        headers.remove(n.as_str());
+    }
+    for h in HOP_BY_HOP {
+        headers.remove(h);
+    }
+}
+
+/// Everything a client may not send upstream, in any case or `_` spelling.
+fn is_client_forbidden(policy: &Policy, name: &str) -> bool {
+    let id = &policy.identity;
+    header_is(name, id.subject.as_str())
+        || header_is(name, id.actor.as_str())
+        || header_is(name, id.action.as_str())
+        || METHOD_OVERRIDE_HEADERS.iter().any(|h| header_is(name, h))
+        || URL_OVERRIDE_HEADERS.iter().any(|h| header_is(name, h))
+        || header_is(name, "x-forwarded-host")
+        || header_is(name, "x-forwarded-proto")
+        || header_is(name, "x-forwarded-prefix")
+        || header_is(name, "x-forwarded-uri")
+        || header_is(name, "x-envoy-original-path")
+}
+
+pub struct Outbound<'a> {
+    pub policy: &'a Policy,
+    pub permit: &'a Permit,
+    pub target: &'a NormalizedTarget,
+    pub action: Option<&'a str>,
+    pub request_id: &'a str,
+    pub peer: SocketAddr,
+    pub tls: bool,
+    /// Host as the client addressed it (Host or :authority).
+    pub host: Option<&'a str>,
+}
+
+/// Rewrites the client's request head into the upstream one, in place.
+pub fn prepare(parts: &mut Parts, out: &Outbound<'_>) -> Result<(), http::Error> {
+    let p = out.policy;
+    let up = &p.upstream;
+    let uri = format!(
+        "{}://{}{}{}",
+        if up.scheme_https { "https" } else { "http" },
+        up.authority,
+        up.base_path,
+        out.target.path_and_query()
+    );
+    parts.uri = uri.parse()?;
+    parts.version = http::Version::HTTP_11;
+    let h = &mut parts.headers;
+    strip_hop_by_hop(h);
+    let forbidden: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| is_client_forbidden(p, n.as_str()))
+        .cloned()
+        .collect();
+    for n in forbidden {
+        h.remove(n);
+    }
+    if !p.forward_token {
+        h.remove(header::AUTHORIZATION);
+    }
+    if let Some(host) = out.host
+        && let Ok(v) = HeaderValue::from_str(host)
+    {
+        if !h.contains_key(header::HOST) {
+            h.insert(header::HOST, v.clone());
+        }
+        h.insert("x-forwarded-host", v);
+    }
+    h.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if out.tls { "https" } else { "http" }),
+    );
+    let ip = out.peer.ip().to_string();
+    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert("x-forwarded-for", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(out.request_id) {
+        h.insert("x-request-id", v);
+    }
+    if out.permit.set_identity {
+        let id = &p.identity;
+        let set = |h: &mut HeaderMap, name: &HeaderName, val: Option<&str>| {
+            if let Some(v) = val.and_then(|v| HeaderValue::from_str(v).ok()) {
+                h.insert(name.clone(), v);
+            }
+        };
+        set(h, &id.subject, out.permit.subject.as_deref());
+        set(h, &id.actor, out.permit.actor.as_deref());
+        set(h, &id.action, out.action);
+    }
+    Ok(())
+}

@@ -1,0 +1,46 @@
+//! Rejections on the wire: status, `WWW-Authenticate`, `Allow` and an RFC 9457
+//! problem+json body, all derived from the [`Denial`] (one mapping, no side effects).
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use serde_json::json;
+
+use super::Body;
+use crate::decision::Denial;
+
+pub fn problem(denial: &Denial, action: Option<&str>, request_id: &str) -> Response<Body> {
+    let body = json!({
+        "type": "about:blank",
+        "status": denial.status,
+        "title": denial.reason.title(),
+        "detail": denial.detail,
+        "reason": denial.reason.as_str(),
+        "action": action,
+        "request_id": request_id,
+    });
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let mut resp = Response::new(full(Bytes::from(bytes)));
+    *resp.status_mut() = StatusCode::from_u16(denial.status).unwrap_or(StatusCode::FORBIDDEN);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(c) = denial.www_authenticate()
+        && let Ok(v) = HeaderValue::from_str(&c)
+    {
+        h.insert(header::WWW_AUTHENTICATE, v);
+    }
+    if denial.status == 405
+        && let Ok(v) = HeaderValue::from_str(&denial.allow.join(", "))
+    {
+        h.insert(header::ALLOW, v);
+    }
+    resp
+}
+
+pub fn full(b: Bytes) -> Body {
+    Full::new(b).map_err(|never| match never {}).boxed()
+}

@@ -1,0 +1,103 @@
+//! The pooled upstream client (hyper-util legacy client over plain TCP or rustls).
+
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::policy::Upstream as UpstreamConfig;
+
+#[derive(Debug)]
+pub enum UpstreamError {
+    Connect,
+    Timeout,
+    Reset,
+    Tls,
+    Protocol,
+}
+
+impl UpstreamError {
+    /// Label for `writ_upstream_errors_total{kind}`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect => "connect",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::Reset => "reset",
+            UpstreamError::Tls => "tls",
+            UpstreamError::Protocol => "protocol",
+        }
+    }
+}
+
+pub struct Upstream {
+    client: Client<HttpConnector, Incoming>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Upstream")
+    }
+}
+
+impl Upstream {
+    pub fn new(cfg: &UpstreamConfig) -> Upstream {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(http);
+        Upstream { client }
+    }
+
+    pub async fn send(
+        &self,
+        req: Request<Incoming>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(timeout, self.client.request(req)).await {
+            Err(_) => Err(UpstreamError::Timeout),
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(classify(&e)),
+        }
+    }
+}
+
+fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
+    if e.is_connect() {
+        let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+        while let Some(s) = src {
+            if let Some(io) = s.downcast_ref::<std::io::Error>()
+                && io.kind() == std::io::ErrorKind::TimedOut
+            {
+                return UpstreamError::Timeout;
+            }
+            src = s.source();
+        }
+        return UpstreamError::Connect;
+    }
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => {
+                    UpstreamError::Reset
+                }
+                std::io::ErrorKind::TimedOut => UpstreamError::Timeout,
+                _ => UpstreamError::Protocol,
+            };
+        }
+        if let Some(h) = s.downcast_ref::<hyper::Error>()
+            && (h.is_incomplete_message() || h.is_closed())
+        {
+            return UpstreamError::Reset;
+        }
+        src = s.source();
+    }
+    UpstreamError::Protocol
+}

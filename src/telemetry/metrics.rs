@@ -1,0 +1,137 @@
+//! Every `writ_*` series of SPEC's metrics table, owned by one registry (no
+//! statics). Label values come only from config names and `Reason::as_str`.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub decision_duration: Histogram,
+    pub upstream_errors: IntCounterVec,
+    pub jwks_refresh: IntCounterVec,
+    pub config_reloads: IntCounterVec,
+    pub config_generation: IntGauge,
+    pub build_info: IntGaugeVec,
+    pub decision_log_dropped: IntCounter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// The label for requests that matched no action.
+pub const UNMATCHED: &str = "_unmatched";
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "writ_requests_total",
+                "Requests decided, by action, decision and reason",
+            ),
+            &["action", "decision", "reason"],
+        )?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "writ_request_duration_seconds",
+                "Time from request to response head, by action",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["action"],
+        )?;
+        let decision_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "writ_decision_duration_seconds",
+                "Time spent deciding (upstream excluded)",
+            )
+            .buckets(vec![
+                0.000_001,
+                0.000_002_5,
+                0.000_005,
+                0.000_01,
+                0.000_025,
+                0.000_05,
+                0.000_1,
+                0.000_25,
+                0.000_5,
+                0.001,
+                0.005,
+                0.01,
+            ]),
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "writ_upstream_errors_total",
+                "Upstream failures by kind: connect, timeout, reset, tls, protocol",
+            ),
+            &["kind"],
+        )?;
+        let jwks_refresh = IntCounterVec::new(
+            Opts::new(
+                "writ_jwks_refresh_total",
+                "JWKS fetches by issuer and result",
+            ),
+            &["issuer", "result"],
+        )?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new("writ_config_reloads_total", "Config reloads by result"),
+            &["result"],
+        )?;
+        let config_generation = IntGauge::new(
+            "writ_config_generation",
+            "Generation of the config in force",
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("writ_build_info", "Build information"),
+            &["version"],
+        )?;
+        let decision_log_dropped = IntCounter::new(
+            "writ_decision_log_dropped_total",
+            "Decision-log lines dropped because the writer could not keep up",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(decision_duration.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(jwks_refresh.clone()))?;
+        registry.register(Box::new(config_reloads.clone()))?;
+        registry.register(Box::new(config_generation.clone()))?;
+        registry.register(Box::new(build_info.clone()))?;
+        registry.register(Box::new(decision_log_dropped.clone()))?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Ok(Metrics {
+            registry,
+            requests,
+            request_duration,
+            decision_duration,
+            upstream_errors,
+            jwks_refresh,
+            config_reloads,
+            config_generation,
+            build_info,
+            decision_log_dropped,
+        })
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let enc = TextEncoder::new();
+        if enc.encode(&self.registry.gather(), &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,16 @@
+//! Metrics, the decision log and process logging.
+
+pub mod decision_log;
+pub mod metrics;
+
+/// Installs the tracing subscriber (filter from `WRIT_LOG`, default `info`), on stderr.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WRIT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
