@@ -5,7 +5,7 @@ mod check;
 mod explain;
 mod policy_test;
 mod schema;
-mod token;
+pub mod token;
 
 use std::path::PathBuf;
 
