@@ -73,6 +73,7 @@ pub fn reload(shared: &Shared, path: &Path, trigger: &str) -> bool {
         }
         Ok(mut new) => {
             new.generation = old.generation + 1;
+            shared.jwks.attach(&mut new, &shared.metrics.jwks_refresh);
             if new.listen != old.listen
                 || new.admin != old.admin
                 || new.tls.is_some() != old.tls.is_some()
@@ -87,6 +88,20 @@ pub fn reload(shared: &Shared, path: &Path, trigger: &str) -> bool {
                 tracing::warn!("decision_log changed: it takes effect after a restart");
             }
             let upstream_changed = format!("{:?}", new.upstream) != format!("{:?}", old.upstream);
+            if upstream_changed {
+                match Upstream::new(&new.upstream) {
+                    Ok(u) => shared.upstream.store(Arc::new(u)),
+                    Err(e) => {
+                        tracing::error!(trigger, "Config reload refused: upstream: {e}");
+                        shared
+                            .metrics
+                            .config_reloads
+                            .with_label_values(&["failure"])
+                            .inc();
+                        return false;
+                    }
+                }
+            }
             let (added, removed, modified) = diff(&old, &new);
             tracing::info!(
                 trigger,
@@ -98,11 +113,6 @@ pub fn reload(shared: &Shared, path: &Path, trigger: &str) -> bool {
                 modified = ?modified,
                 "Config reloaded"
             );
-            if upstream_changed {
-                shared
-                    .upstream
-                    .store(Arc::new(Upstream::new(&new.upstream)));
-            }
             shared.metrics.config_generation.set(new.generation as i64);
             shared.policy.store(Arc::new(new));
             shared

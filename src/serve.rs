@@ -109,7 +109,9 @@ impl Server {
             .map_err(|e| format!("cannot listen on {} (admin): {e}", policy.admin))?;
         let proxy_addr = listener.local_addr().map_err(|e| e.to_string())?;
         let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
-        let upstream = Upstream::new(&policy.upstream);
+        let upstream = Upstream::new(&policy.upstream)?;
+        let jwks = crate::auth::jwks::JwksRegistry::default();
+        jwks.attach(&mut policy, &metrics.jwks_refresh);
         let shared = Arc::new(Shared {
             upstream: ArcSwap::from_pointee(upstream),
             policy: ArcSwap::from_pointee(policy),
@@ -117,6 +119,7 @@ impl Server {
             metrics,
             log,
             shutting_down: Default::default(),
+            jwks,
         });
         tokio::spawn(admin::serve(admin_listener, shared.clone()));
         tracing::info!(listen = %proxy_addr, admin = %admin_addr, "writ listening");

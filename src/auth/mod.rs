@@ -2,5 +2,6 @@
 
 pub mod cache;
 pub mod claims;
+pub mod jwks;
 pub mod keys;
 pub mod token;

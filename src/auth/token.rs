@@ -122,6 +122,11 @@ pub fn verify(policy: &Policy, token: &str) -> Result<Verified, Denial> {
         }
     }
     let Some((issuer_idx, fp, keys)) = found else {
+        for &i in &allowed {
+            if let Some(k) = &policy.issuers[i].kick {
+                k.notify_one();
+            }
+        }
         return Err(Denial::new(
             Reason::UnknownKey,
             "no key matches the token's `kid` and `alg`",

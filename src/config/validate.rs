@@ -495,6 +495,7 @@ fn issuer(cx: &mut Ctx<'_>, i: &raw::RawIssuer) -> Issuer {
         algorithms,
         source,
         keys: Arc::new(ArcSwap::from_pointee(keys)),
+        kick: None,
         jwks_refresh,
         leeway,
         require_typ: i.require_typ.as_ref().map(|t| t.get().clone()),

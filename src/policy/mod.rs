@@ -98,6 +98,8 @@ pub struct Issuer {
     pub source: KeySource,
     /// Swapped by JWKS refresh without a config reload.
     pub keys: Arc<ArcSwap<KeySet>>,
+    /// For `jwks_url`: asks the fetcher for an early refresh (unknown `kid`).
+    pub kick: Option<Arc<tokio::sync::Notify>>,
     pub jwks_refresh: Duration,
     pub leeway: Duration,
     pub require_typ: Option<String>,

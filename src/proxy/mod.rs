@@ -40,6 +40,7 @@ pub struct Shared {
     pub log: DecisionLog,
     pub upstream: ArcSwap<Upstream>,
     pub shutting_down: AtomicBool,
+    pub jwks: crate::auth::jwks::JwksRegistry,
 }
 
 impl std::fmt::Debug for Shared {

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -33,7 +34,7 @@ impl UpstreamError {
 }
 
 pub struct Upstream {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpsConnector<HttpConnector>, Incoming>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -43,16 +44,16 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    pub fn new(cfg: &UpstreamConfig) -> Upstream {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(cfg.connect_timeout));
-        http.set_nodelay(true);
-        http.enforce_http(true);
+    pub fn new(cfg: &UpstreamConfig) -> Result<Upstream, String> {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
-            .build(http);
-        Upstream { client }
+            .build(connector(
+                cfg.ca.as_deref(),
+                cfg.server_name.as_deref(),
+                cfg.connect_timeout,
+            )?);
+        Ok(Upstream { client })
     }
 
     pub async fn send(
@@ -68,7 +69,36 @@ impl Upstream {
     }
 }
 
+/// An http-or-https connector with the given trust and server-name override.
+pub fn connector(
+    ca: Option<&std::path::Path>,
+    server_name: Option<&str>,
+    connect_timeout: Duration,
+) -> Result<HttpsConnector<HttpConnector>, String> {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let tls = crate::tls::client_config(ca)?;
+    let mut b = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    if let Some(name) = server_name {
+        let name = rustls_pki_types::ServerName::try_from(name.to_string())
+            .map_err(|_| format!("`{name}` is not a valid TLS server name"))?;
+        b = b.with_server_name_resolver(FixedServerNameResolver::new(name));
+    }
+    Ok(b.enable_http1().wrap_connector(http))
+}
+
 fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if s.downcast_ref::<rustls::Error>().is_some() {
+            return UpstreamError::Tls;
+        }
+        src = s.source();
+    }
     if e.is_connect() {
         let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
         while let Some(s) = src {
