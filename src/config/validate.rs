@@ -14,6 +14,8 @@ use jsonwebtoken::Algorithm;
 use super::raw::{self, RawConfig, RejectKeep, RejectStrip, Sp, TrailingSlash};
 use super::{ConfigError, ConfigErrors, duration};
 use crate::auth::keys::{KeyFamily, KeySet};
+use crate::auth::token::parse_alg;
+use crate::pipeline::STANDARD_METHODS;
 use crate::pipeline::normalize::{Choice, PathPolicy, SegmentPolicy};
 use crate::policy::router::{Methods, Router};
 use crate::policy::template::{Segment, Template};
@@ -21,10 +23,6 @@ use crate::policy::{
     Action, ClaimRule, ClaimScalar, Defaults, Delegation, IdentityHeaders, Issuer, KeySource,
     LogTarget, Policy, Requests, Require, TlsFiles, Upstream, normalize_host,
 };
-
-/// Methods that are standard and uppercase; others must be named by an action.
-pub const STANDARD_METHODS: [&str; 7] =
-    ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"];
 
 struct Ctx<'a> {
     file: &'a str,
@@ -341,25 +339,6 @@ fn upstream(cx: &mut Ctx<'_>, u: &raw::RawUpstream) -> Upstream {
         connect_timeout: cx.duration(&u.connect_timeout, Duration::from_secs(2)),
         timeout: cx.duration(&u.timeout, Duration::from_secs(30)),
     }
-}
-
-fn parse_alg(s: &str) -> Option<Algorithm> {
-    use Algorithm::*;
-    Some(match s {
-        "HS256" => HS256,
-        "HS384" => HS384,
-        "HS512" => HS512,
-        "RS256" => RS256,
-        "RS384" => RS384,
-        "RS512" => RS512,
-        "PS256" => PS256,
-        "PS384" => PS384,
-        "PS512" => PS512,
-        "ES256" => ES256,
-        "ES384" => ES384,
-        "EdDSA" => EdDSA,
-        _ => return None,
-    })
 }
 
 fn is_hmac(a: Algorithm) -> bool {

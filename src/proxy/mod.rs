@@ -113,147 +113,118 @@ fn target_and_host(req: &Request<Incoming>) -> Result<(String, Option<String>), 
     Ok((target, host_header))
 }
 
+/// Per-request state, pinned at admission (stage 0).
+struct Ctx {
+    shared: Arc<Shared>,
+    policy: Arc<Policy>,
+    rid: String,
+    method: String,
+    start: Instant,
+}
+
+/// How a request ended, for the record stage.
+struct Outcome<'a> {
+    action: Option<&'a str>,
+    reason: Reason,
+    /// `allow` or `deny` (an audit-mode denial is `deny` with `enforced: false`).
+    decision: &'static str,
+    enforced: bool,
+    status: u16,
+}
+
 pub async fn handle(
     shared: Arc<Shared>,
     conn: ConnInfo,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let start = Instant::now();
-    let policy = shared.policy.load_full();
-    let rid = request_id(&req);
-    let method = req.method().as_str().to_string();
-
-    let decided = Instant::now();
-    let (decision, early) = match target_and_host(&req) {
-        Ok((target, host)) => {
-            let parts = RequestParts {
-                method: &method,
-                target: &target,
-                host: host.as_deref(),
-                headers: req.headers(),
-            };
-            let d = pipeline::decide(
-                &policy,
-                Some(&shared.cache),
-                &parts,
-                &Credentials::Header,
-                Clock::System.now(),
-                false,
-            );
-            (Some((d, host)), None)
-        }
-        Err(e) => (None, Some(e)),
+    let cx = Ctx {
+        policy: shared.policy.load_full(),
+        shared,
+        rid: request_id(&req),
+        method: req.method().as_str().to_string(),
+        start: Instant::now(),
     };
-    shared
+    let decided = Instant::now();
+    let (target, client_host) = match target_and_host(&req) {
+        Ok(x) => x,
+        Err(e) => return Ok(cx.reject(None, &e)),
+    };
+    let parts = RequestParts {
+        method: &cx.method,
+        target: &target,
+        host: client_host.as_deref(),
+        headers: req.headers(),
+    };
+    let d = pipeline::decide(
+        &cx.policy,
+        Some(&cx.shared.cache),
+        &parts,
+        &Credentials::Header,
+        Clock::System.now(),
+        false,
+    );
+    cx.shared
         .metrics
         .decision_duration
         .observe(decided.elapsed().as_secs_f64());
 
-    let (d, client_host) = match (decision, early) {
-        (Some(x), _) => x,
-        (None, e) => {
-            let e = e.unwrap_or_else(|| Denial::new(Reason::BadRequest, "bad request"));
-            let resp = with_id(respond::problem(&e, None, &rid), &rid);
-            record(
-                &shared, &policy, &rid, &method, None, None, e.reason, "deny", true, e.status,
-                start,
-            );
-            return Ok(resp);
-        }
+    let (permit, enforced) = match &d.verdict {
+        Verdict::Deny(e) => return Ok(cx.reject(Some(&d), e)),
+        Verdict::Allow { permit, .. } => (permit.clone(), true),
+        Verdict::AuditDeny { permit, .. } => (permit.clone(), false),
     };
-    let action = d.action.map(|i| policy.action(i));
-    let action_name = action.map(|a| a.name.as_str());
-
-    let (permit, audit_denial) = match &d.verdict {
-        Verdict::Deny(e) => {
-            let resp = with_id(respond::problem(e, action_name, &rid), &rid);
-            record(
-                &shared,
-                &policy,
-                &rid,
-                &method,
-                Some(&d),
-                action_name,
-                e.reason,
-                "deny",
-                true,
-                e.status,
-                start,
-            );
-            return Ok(resp);
-        }
-        Verdict::Allow { permit, .. } => (permit.clone(), None),
-        Verdict::AuditDeny { permit, denial } => (permit.clone(), Some(denial.clone())),
-    };
+    let decision = if enforced { "allow" } else { "deny" };
+    let action = d.action.map(|i| cx.policy.action(i).name.as_str());
     let Some(target) = d.target.as_ref() else {
-        let e = Denial::new(Reason::BadRequest, "no target");
-        return Ok(with_id(respond::problem(&e, action_name, &rid), &rid));
+        return Ok(cx.reject(Some(&d), &Denial::new(Reason::BadRequest, "no target")));
     };
 
+    // Stage 5a: forward.
     let (mut parts, body) = req.into_parts();
     let out = forward::Outbound {
-        policy: &policy,
+        policy: &cx.policy,
         permit: &permit,
         target,
-        action: action_name,
-        request_id: &rid,
+        action,
+        request_id: &cx.rid,
         peer: conn.peer,
         tls: conn.tls,
         host: client_host.as_deref(),
     };
     if forward::prepare(&mut parts, &out).is_err() {
         let e = Denial::new(Reason::BadRequest, "target cannot be forwarded");
-        record(
-            &shared,
-            &policy,
-            &rid,
-            &method,
-            Some(&d),
-            action_name,
-            e.reason,
-            "deny",
-            true,
-            e.status,
-            start,
-        );
-        return Ok(with_id(respond::problem(&e, action_name, &rid), &rid));
+        return Ok(cx.reject(Some(&d), &e));
     }
-    let upstream_req = Request::from_parts(parts, body);
-    let up = shared.upstream.load_full();
-    let result = up.send(upstream_req, policy.upstream.timeout).await;
-    let reason = d.verdict.reason();
-    let (decision_label, enforced) = match &audit_denial {
-        Some(_) => ("deny", false),
-        None => ("allow", true),
-    };
-    match result {
+    let up = cx.shared.upstream.load_full();
+    match up
+        .send(Request::from_parts(parts, body), cx.policy.upstream.timeout)
+        .await
+    {
         Ok(resp) => {
             let status = resp.status().as_u16();
             let (mut rp, rb) = resp.into_parts();
             forward::strip_hop_by_hop(&mut rp.headers);
-            let resp = Response::from_parts(rp, rb.boxed());
-            record(
-                &shared,
-                &policy,
-                &rid,
-                &method,
+            let reason = d.verdict.reason();
+            cx.record(
                 Some(&d),
-                action_name,
-                reason,
-                decision_label,
-                enforced,
-                status,
-                start,
+                Outcome {
+                    action,
+                    reason,
+                    decision,
+                    enforced,
+                    status,
+                },
             );
-            Ok(with_id(resp, &rid))
+            Ok(cx.with_id(Response::from_parts(rp, rb.boxed())))
         }
         Err(err) => {
             let kind = err.kind();
-            shared
+            cx.shared
                 .metrics
                 .upstream_errors
                 .with_label_values(&[kind])
                 .inc();
+            tracing::warn!(request.id = %cx.rid, upstream.error = kind, "Upstream request failed");
             let e = match err {
                 UpstreamError::Timeout => Denial::new(
                     Reason::UpstreamTimeout,
@@ -261,93 +232,82 @@ pub async fn handle(
                 ),
                 _ => Denial::new(Reason::UpstreamUnavailable, "the backend is unavailable"),
             };
-            tracing::warn!(request.id = %rid, upstream.error = kind, "Upstream request failed");
-            let label = if audit_denial.is_some() {
-                "deny"
-            } else {
-                "allow"
-            };
-            record(
-                &shared,
-                &policy,
-                &rid,
-                &method,
-                Some(&d),
-                action_name,
-                e.reason,
-                label,
+            let outcome = Outcome {
+                action,
+                reason: e.reason,
+                decision,
                 enforced,
-                e.status,
-                start,
-            );
-            Ok(with_id(respond::problem(&e, action_name, &rid), &rid))
+                status: e.status,
+            };
+            cx.record(Some(&d), outcome);
+            Ok(cx.with_id(respond::problem(&e, action, &cx.rid)))
         }
     }
 }
 
-fn with_id(mut resp: Response<Body>, rid: &str) -> Response<Body> {
-    if let Ok(v) = HeaderValue::from_str(rid) {
-        resp.headers_mut().insert("x-request-id", v);
+impl Ctx {
+    fn with_id(&self, mut resp: Response<Body>) -> Response<Body> {
+        if let Ok(v) = HeaderValue::from_str(&self.rid) {
+            resp.headers_mut().insert("x-request-id", v);
+        }
+        resp
     }
-    resp
-}
 
-/// Stage 6: metrics and one decision-log line.
-#[allow(clippy::too_many_arguments)]
-fn record(
-    shared: &Shared,
-    policy: &Policy,
-    rid: &str,
-    method: &str,
-    d: Option<&pipeline::Decision>,
-    action: Option<&str>,
-    reason: Reason,
-    decision: &'static str,
-    enforced: bool,
-    status: u16,
-    start: Instant,
-) {
-    let label_action = action.unwrap_or(UNMATCHED);
-    let metric_decision = match (decision, enforced) {
-        ("deny", false) => "audit_deny",
-        (d, _) => d,
-    };
-    let m = &shared.metrics;
-    m.requests
-        .with_label_values(&[label_action, metric_decision, reason.as_str()])
-        .inc();
-    let elapsed = start.elapsed();
-    m.request_duration
-        .with_label_values(&[label_action])
-        .observe(elapsed.as_secs_f64());
-    if !shared.log.enabled() {
-        return;
+    /// Stage 5b: reject. The backend sees nothing of the request.
+    fn reject(&self, d: Option<&pipeline::Decision>, e: &Denial) -> Response<Body> {
+        let action = d
+            .and_then(|d| d.action)
+            .map(|i| self.policy.action(i).name.as_str());
+        let outcome = Outcome {
+            action,
+            reason: e.reason,
+            decision: "deny",
+            enforced: true,
+            status: e.status,
+        };
+        self.record(d, outcome);
+        self.with_id(respond::problem(e, action, &self.rid))
     }
-    let token = d.and_then(|d| d.token.as_ref());
-    let claims = token.map(|t| &t.claims);
-    let execution = d
-        .and_then(|d| d.action)
-        .map(|i| policy.action(i).execution)
-        .unwrap_or(false);
-    shared.log.record(DecisionRecord {
-        ts: now_rfc3339(),
-        request_id: rid.to_string(),
-        method: method.to_string(),
-        path: d.and_then(|d| d.target.as_ref()).map(|t| t.path.clone()),
-        host: d.and_then(|d| d.host.clone()),
-        action: action.map(str::to_string),
-        execution,
-        decision,
-        enforced,
-        reason: reason.as_str(),
-        status,
-        subject: claims.and_then(|c| c.sub.clone()),
-        actor_chain: claims
-            .and_then(|c| c.act.as_ref().ok())
-            .map(|a| a.iter().map(|x| x.sub.clone()).collect())
-            .unwrap_or_default(),
-        client_id: claims.and_then(|c| c.client_id.clone()),
-        issuer: claims.and_then(|c| c.iss.clone()),
-        duration_us: elapsed.as_micros() as u64,
-    });
+
+    /// Stage 6: metrics and one decision-log line, exactly once per request.
+    fn record(&self, d: Option<&pipeline::Decision>, o: Outcome<'_>) {
+        let label_action = o.action.unwrap_or(UNMATCHED);
+        let metric_decision = if o.enforced { o.decision } else { "audit_deny" };
+        let m = &self.shared.metrics;
+        m.requests
+            .with_label_values(&[label_action, metric_decision, o.reason.as_str()])
+            .inc();
+        let elapsed = self.start.elapsed();
+        m.request_duration
+            .with_label_values(&[label_action])
+            .observe(elapsed.as_secs_f64());
+        if !self.shared.log.enabled() {
+            return;
+        }
+        let claims = d.and_then(|d| d.token.as_ref()).map(|t| &t.claims);
+        let execution = d
+            .and_then(|d| d.action)
+            .is_some_and(|i| self.policy.action(i).execution);
+        self.shared.log.record(DecisionRecord {
+            ts: now_rfc3339(),
+            request_id: self.rid.clone(),
+            method: self.method.clone(),
+            path: d.and_then(|d| d.target.as_ref()).map(|t| t.path.clone()),
+            host: d.and_then(|d| d.host.clone()),
+            action: o.action.map(str::to_string),
+            execution,
+            decision: o.decision,
+            enforced: o.enforced,
+            reason: o.reason.as_str(),
+            status: o.status,
+            subject: claims.and_then(|c| c.sub.clone()),
+            actor_chain: claims
+                .and_then(|c| c.act.as_ref().ok())
+                .map(|a| a.iter().map(|x| x.sub.clone()).collect())
+                .unwrap_or_default(),
+            client_id: claims.and_then(|c| c.client_id.clone()),
+            issuer: claims.and_then(|c| c.iss.clone()),
+            duration_us: elapsed.as_micros() as u64,
+        });
+    }
 }
