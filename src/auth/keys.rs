@@ -160,17 +160,19 @@ impl KeySet {
         out
     }
 
-    /// The key for a token: by `kid` when it has one, else the first key whose
-    /// family fits `alg`.
+    /// The key for a token: by `kid` when it has one; keys configured without a
+    /// `kid` (a PEM or an HMAC secret) fit any token whose `alg` their family
+    /// accepts, whatever `kid` the token names.
     pub fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<&KeyEntry> {
-        match kid {
-            Some(k) => self
-                .by_kid
-                .get(k)
-                .map(|&i| &self.entries[i])
-                .filter(|e| e.family.accepts(alg)),
-            None => self.entries.iter().find(|e| e.family.accepts(alg)),
-        }
+        let by_kid = kid
+            .and_then(|k| self.by_kid.get(k))
+            .map(|&i| &self.entries[i])
+            .filter(|e| e.family.accepts(alg));
+        by_kid.or_else(|| {
+            self.entries
+                .iter()
+                .find(|e| (kid.is_none() || e.kid.is_none()) && e.family.accepts(alg))
+        })
     }
 
     pub fn contains_fingerprint(&self, fp: u64) -> bool {

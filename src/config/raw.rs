@@ -42,13 +42,16 @@ impl<T: JsonSchema> JsonSchema for Sp<T> {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    /// Proxy listener address, e.g. `127.0.0.1:8080`.
-    pub listen: Sp<String>,
+    /// Proxy listener address, e.g. `127.0.0.1:8080`. Required (checked by the
+    /// validator, so a missing key is reported at the mapping that lacks it).
+    #[schemars(required)]
+    pub listen: Option<Sp<String>>,
     /// Downstream TLS (HTTP/1.1 and h2 by ALPN).
     pub tls: Option<RawTls>,
     /// Admin listener: /metrics /healthz /readyz. Default `127.0.0.1:9901`.
     pub admin: Option<Sp<String>>,
-    pub upstream: RawUpstream,
+    #[schemars(required)]
+    pub upstream: Option<Sp<RawUpstream>>,
     #[serde(default)]
     pub issuers: Vec<RawIssuer>,
     #[serde(default)]
@@ -79,8 +82,9 @@ pub struct RawTls {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
-    /// `http://` or `https://` base URL of the backend.
-    pub url: Sp<String>,
+    /// `http://` or `https://` base URL of the backend. Required.
+    #[schemars(required)]
+    pub url: Option<Sp<String>>,
     /// CA bundle (PEM) for an https upstream.
     pub ca: Option<Sp<String>>,
     /// TLS server name for an https upstream, when it differs from the URL host.

@@ -113,7 +113,13 @@ pub(super) fn compile(
         errors: Vec::new(),
         watched: vec![source.clone()],
     };
-    let listen = cx.addr(&raw.listen);
+    let listen = match &raw.listen {
+        Some(l) => cx.addr(l),
+        None => {
+            cx.err_at(1, 1, "missing required key `listen`");
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        }
+    };
     let admin = match &raw.admin {
         Some(a) => cx.addr(a),
         None => SocketAddr::from(([127, 0, 0, 1], 9901)),
@@ -130,7 +136,13 @@ pub(super) fn compile(
         cx.watched.push(key.clone());
         TlsFiles { cert, key }
     });
-    let upstream = upstream(&mut cx, &raw.upstream);
+    let upstream = match &raw.upstream {
+        Some(u) => upstream(&mut cx, u),
+        None => {
+            cx.err_at(1, 1, "missing required key `upstream`");
+            missing_upstream()
+        }
+    };
     let issuers: Vec<Issuer> = raw.issuers.iter().map(|i| issuer(&mut cx, i)).collect();
     let mut seen_iss: HashMap<&str, ()> = HashMap::new();
     for i in &raw.issuers {
@@ -292,15 +304,32 @@ fn strip(v: Option<RejectStrip>) -> Choice {
     }
 }
 
-fn upstream(cx: &mut Ctx<'_>, u: &raw::RawUpstream) -> Upstream {
-    let url = u.url.get();
+fn missing_upstream() -> Upstream {
+    Upstream {
+        scheme_https: false,
+        authority: String::new(),
+        base_path: String::new(),
+        ca: None,
+        server_name: None,
+        connect_timeout: Duration::from_secs(2),
+        timeout: Duration::from_secs(30),
+    }
+}
+
+fn upstream(cx: &mut Ctx<'_>, at: &Sp<raw::RawUpstream>) -> Upstream {
+    let u = at.get();
+    let Some(url_sp) = &u.url else {
+        cx.err(at, "missing required key `url` in `upstream`");
+        return missing_upstream();
+    };
+    let url = url_sp.get();
     let (https, rest) = if let Some(r) = url.strip_prefix("http://") {
         (false, r)
     } else if let Some(r) = url.strip_prefix("https://") {
         (true, r)
     } else {
         cx.err(
-            &u.url,
+            url_sp,
             format!("upstream url `{url}` must start with http:// or https://"),
         );
         (false, "")
@@ -310,10 +339,10 @@ fn upstream(cx: &mut Ctx<'_>, u: &raw::RawUpstream) -> Upstream {
         None => (rest, ""),
     };
     if !rest.is_empty() && (authority.is_empty() || authority.contains('@')) {
-        cx.err(&u.url, format!("upstream url `{url}` has no usable host"));
+        cx.err(url_sp, format!("upstream url `{url}` has no usable host"));
     }
     if path.contains('?') || path.contains('#') {
-        cx.err(&u.url, "upstream url must not have a query or fragment");
+        cx.err(url_sp, "upstream url must not have a query or fragment");
     }
     let authority = if authority.contains(':') && !authority.ends_with(']') {
         authority.to_string()
