@@ -52,6 +52,7 @@ pub fn run_command(config: &Path) -> u8 {
         }
     };
     rt.block_on(async move {
+        let stop = shutdown_signal();
         let server = match Server::bind(policy, Some(config.to_path_buf())).await {
             Ok(s) => s,
             Err(e) => {
@@ -59,7 +60,7 @@ pub fn run_command(config: &Path) -> u8 {
                 return 1;
             }
         };
-        server.run(shutdown_signal()).await;
+        server.run(stop).await;
         0
     })
 }
@@ -151,7 +152,8 @@ impl Server {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(10))
-            .max_headers(MAX_HEADERS)
+            // hyper refuses a head with exactly `max_headers` fields; SPEC refuses only more than 100.
+            .max_headers(MAX_HEADERS + 1)
             .max_buf_size(MAX_HEAD_BYTES);
         builder
             .http2()

@@ -169,6 +169,16 @@ pub fn check_time_and_shape(
             format!("malformed delegation: {e}"),
         ));
     }
+    // Identities travel upstream in headers: one that a header cannot carry is
+    // refused rather than silently dropped (a call must never look anonymous).
+    let unsafe_id = |s: &str| s.bytes().any(|b| b < 0x20 || b == 0x7f);
+    let actors = c.act.as_deref().unwrap_or(&[]);
+    if c.sub.as_deref().is_some_and(unsafe_id) || actors.iter().any(|a| unsafe_id(&a.sub)) {
+        return Err(Denial::new(
+            Reason::MalformedToken,
+            "`sub` contains control characters",
+        ));
+    }
     if c.has_cnf {
         return Err(Denial::new(
             Reason::MalformedToken,

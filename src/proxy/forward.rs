@@ -129,7 +129,8 @@ pub fn prepare(parts: &mut Parts, out: &Outbound<'_>) -> Result<(), http::Error>
     if out.permit.set_identity {
         let id = &p.identity;
         let set = |h: &mut HeaderMap, name: &HeaderName, val: Option<&str>| {
-            if let Some(v) = val.and_then(|v| HeaderValue::from_str(v).ok()) {
+            // from_bytes keeps UTF-8 identities (obs-text); control bytes were refused.
+            if let Some(v) = val.and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
                 h.insert(name.clone(), v);
             }
         };
