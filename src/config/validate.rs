@@ -283,6 +283,7 @@ pub(super) fn compile(
         defaults,
         actions,
         router,
+        any_method: actions.iter().any(|a| matches!(a.methods, Methods::Any)),
         named_methods,
         workers,
         shutdown_grace,

@@ -245,11 +245,7 @@ fn admit(policy: &Policy, req: &RequestParts<'_>) -> Result<(), Denial> {
             format!("{m} is never allowed"),
         ));
     }
-    let any_method = policy
-        .actions
-        .iter()
-        .any(|a| matches!(a.methods, crate::policy::router::Methods::Any));
-    if !STANDARD_METHODS.contains(&m) && !policy.named_methods.contains(m) && !any_method {
+    if !STANDARD_METHODS.contains(&m) && !policy.named_methods.contains(m) && !policy.any_method {
         return Err(Denial::new(
             Reason::MethodNotAllowed,
             "method is neither standard nor named by any action",

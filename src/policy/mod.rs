@@ -42,6 +42,8 @@ pub struct Policy {
     pub router: Router,
     /// Every method some action names (for the "unknown method" 405).
     pub named_methods: HashSet<String>,
+    /// Whether some action lists `"*"` (then every method is named).
+    pub any_method: bool,
     pub workers: Option<usize>,
     pub shutdown_grace: Duration,
     /// Files whose change triggers a reload (the config and key files).
