@@ -268,7 +268,9 @@ pub(super) fn compile(
         cx.errors.sort_by_key(|e| (e.line, e.col));
         return Err(ConfigErrors(cx.errors));
     }
+    let any_method = actions.iter().any(|a| matches!(a.methods, Methods::Any));
     Ok(Policy {
+        any_method,
         generation: 0,
         source,
         listen,
@@ -283,7 +285,6 @@ pub(super) fn compile(
         defaults,
         actions,
         router,
-        any_method: actions.iter().any(|a| matches!(a.methods, Methods::Any)),
         named_methods,
         workers,
         shutdown_grace,
