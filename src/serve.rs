@@ -146,23 +146,34 @@ impl Server {
         if let Some(path) = config_path {
             tokio::spawn(reload::watch(shared.clone(), path));
         }
+        let limits = shared.policy.load().limits;
         let graceful = GracefulShutdown::new();
+        // Connections beyond the limit wait in the kernel's backlog, not in memory.
+        let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(10))
+            // Slowloris: a client that trickles its request head is cut off.
+            .header_read_timeout(limits.header_read_timeout)
             // hyper refuses a head with exactly `max_headers` fields; SPEC refuses only more than 100.
             .max_headers(MAX_HEADERS + 1)
             .max_buf_size(MAX_HEAD_BYTES);
         builder
             .http2()
             .timer(TokioTimer::new())
-            .max_concurrent_streams(256)
+            .max_concurrent_streams(limits.max_h2_streams)
             .max_header_list_size(MAX_HEAD_BYTES as u32);
         let builder = Arc::new(builder);
         tokio::pin!(shutdown);
         loop {
+            let slot = tokio::select! {
+                s = slots.clone().acquire_owned() => match s {
+                    Ok(s) => s,
+                    Err(_) => break,
+                },
+                _ = &mut shutdown => break,
+            };
             let (stream, peer) = tokio::select! {
                 r = listener.accept() => match r {
                     Ok(x) => x,
@@ -180,6 +191,7 @@ impl Server {
             let watcher = graceful.watcher();
             let tls = tls.clone();
             tokio::spawn(async move {
+                let _slot = slot; // released when the connection ends
                 let info = ConnInfo {
                     peer,
                     tls: tls.is_some(),

@@ -68,8 +68,24 @@ pub struct RawConfig {
     pub workers: Option<Sp<usize>>,
     /// How long in-flight requests may take to finish after SIGTERM. Default `10s`.
     pub shutdown_grace: Option<Sp<String>>,
+    /// Connection and resource limits (writ extension; defaults shown in the docs).
+    #[serde(default)]
+    pub limits: RawLimits,
     #[serde(default)]
     pub actions: Vec<RawAction>,
+}
+
+/// Resource limits. SPEC fixes the request-head limits (8 KiB target, 64 KiB /
+/// 100 header fields); these bound everything else.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Concurrent client connections; more wait in the listen backlog. Default 10000.
+    pub max_connections: Option<Sp<usize>>,
+    /// Time a client has to send a complete request head. Default `10s`.
+    pub header_read_timeout: Option<Sp<String>>,
+    /// Concurrent HTTP/2 streams per connection. Default 256.
+    pub max_h2_streams: Option<Sp<u32>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -21,7 +21,7 @@ use crate::policy::router::{Methods, Router};
 use crate::policy::template::{Segment, Template};
 use crate::policy::{
     Action, ClaimRule, ClaimScalar, Defaults, Delegation, IdentityHeaders, Issuer, KeySource,
-    LogTarget, Policy, Requests, Require, TlsFiles, Upstream, normalize_host,
+    Limits, LogTarget, Policy, Requests, Require, TlsFiles, Upstream, normalize_host,
 };
 
 struct Ctx<'a> {
@@ -212,6 +212,7 @@ pub(super) fn compile(
         (*w.get()).max(1)
     });
     let shutdown_grace = cx.duration(&raw.shutdown_grace, Duration::from_secs(10));
+    let limits = limits(&mut cx, &raw.limits);
 
     let mut router = Router::new(requests.case_sensitive);
     let mut actions: Vec<Action> = Vec::new();
@@ -288,8 +289,39 @@ pub(super) fn compile(
         named_methods,
         workers,
         shutdown_grace,
+        limits,
         watched_files: cx.watched,
     })
+}
+
+fn limits(cx: &mut Ctx<'_>, l: &raw::RawLimits) -> Limits {
+    let d = Limits::default();
+    let positive = |cx: &mut Ctx<'_>, v: &Option<Sp<usize>>, name: &str, default: usize| match v {
+        Some(x) if *x.get() == 0 => {
+            cx.err(x, format!("{name} must be at least 1"));
+            default
+        }
+        Some(x) => *x.get(),
+        None => default,
+    };
+    let header_read_timeout = cx.duration(&l.header_read_timeout, d.header_read_timeout);
+    if header_read_timeout.is_zero()
+        && let Some(x) = &l.header_read_timeout
+    {
+        cx.err(x, "header_read_timeout must be more than 0");
+    }
+    Limits {
+        max_connections: positive(cx, &l.max_connections, "max_connections", d.max_connections),
+        header_read_timeout,
+        max_h2_streams: match &l.max_h2_streams {
+            Some(x) if *x.get() == 0 => {
+                cx.err(x, "max_h2_streams must be at least 1");
+                d.max_h2_streams
+            }
+            Some(x) => *x.get(),
+            None => d.max_h2_streams,
+        },
+    }
 }
 
 fn keep(v: Option<RejectKeep>) -> Choice {

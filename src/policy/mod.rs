@@ -46,6 +46,7 @@ pub struct Policy {
     pub any_method: bool,
     pub workers: Option<usize>,
     pub shutdown_grace: Duration,
+    pub limits: Limits,
     /// Files whose change triggers a reload (the config and key files).
     pub watched_files: Vec<PathBuf>,
 }
@@ -62,6 +63,24 @@ impl Policy {
     /// Whether every issuer has keys to verify with (`/readyz`).
     pub fn keys_ready(&self) -> bool {
         self.issuers.iter().all(|i| !i.keys.load().is_empty())
+    }
+}
+
+/// Connection and resource limits (`limits:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub max_h2_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            max_h2_streams: 256,
+        }
     }
 }
 
