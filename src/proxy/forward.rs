@@ -103,6 +103,9 @@ pub fn prepare(parts: &mut Parts, out: &Outbound<'_>) -> Result<(), http::Error>
     if !p.forward_token {
         h.remove(header::AUTHORIZATION);
     }
+    // The client's `Expect: 100-continue` was answered by writ when it started
+    // streaming the body; the backend gets the body without waiting.
+    h.remove(header::EXPECT);
     if let Some(host) = out.host
         && let Ok(v) = HeaderValue::from_str(host)
     {
