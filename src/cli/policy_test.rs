@@ -108,12 +108,11 @@ pub fn evaluate(policy: &Policy, case: &Case, now: f64) -> Result<Outcome, Strin
     }
     let creds = match &case.claims {
         Some(c) => {
-            let mut v = Value::Object(c.clone());
-            resolve_dates(&mut v, now)?;
-            match v {
-                Value::Object(m) => Credentials::Claims(m),
-                _ => unreachable_object(),
+            let mut m = c.clone();
+            for v in m.values_mut() {
+                resolve_dates(v, now)?;
             }
+            Credentials::Claims(m)
         }
         None => Credentials::Header,
     };
@@ -145,10 +144,6 @@ pub fn evaluate(policy: &Policy, case: &Case, now: f64) -> Result<Outcome, Strin
             action,
         },
     })
-}
-
-fn unreachable_object() -> Credentials {
-    Credentials::Claims(Map::new())
 }
 
 /// Compares an outcome with what a case expects; `None` when it passes.

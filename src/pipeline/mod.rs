@@ -168,11 +168,10 @@ fn run(
     t.check("normalize", "override inputs", None);
 
     // Stage 2: classify.
-    let segments = target.segments();
     let found = policy
         .router
-        .lookup(req.method, d.host.as_deref(), &segments);
-    d.target = Some(target.clone());
+        .lookup(req.method, d.host.as_deref(), &target.segments());
+    d.target = Some(target);
     let m = match found {
         Ok(m) => m,
         Err(NoMatch::MethodNotAllowed(allow)) if !policy.defaults.unmatched_allow => {
