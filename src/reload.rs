@@ -32,9 +32,11 @@ fn stamps(files: &[PathBuf]) -> Vec<Stamp> {
     files.iter().map(|f| stamp(f)).collect()
 }
 
-pub async fn watch(shared: Arc<Shared>, path: PathBuf) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup()).ok();
+pub async fn watch(
+    shared: Arc<Shared>,
+    path: PathBuf,
+    mut hup: Option<tokio::signal::unix::Signal>,
+) {
     let mut files = shared.policy.load().watched_files.clone();
     let mut last = stamps(&files);
     loop {

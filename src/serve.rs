@@ -88,11 +88,21 @@ pub struct Server {
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     config_path: Option<PathBuf>,
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Server {
     /// Binds both listeners and starts the admin server and the decision log.
     pub async fn bind(mut policy: Policy, config_path: Option<PathBuf>) -> Result<Server, String> {
+        // Installed before anything answers /readyz: a SIGHUP sent once writ looks
+        // ready must reload it, not kill it.
+        let hup = match &config_path {
+            Some(_) => Some(
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                    .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?,
+            ),
+            None => None,
+        };
         policy.generation = 1;
         let metrics = Metrics::new().map_err(|e| format!("metrics: {e}"))?;
         metrics.config_generation.set(1);
@@ -131,6 +141,7 @@ impl Server {
             listener,
             tls,
             config_path,
+            hup,
         })
     }
 
@@ -141,10 +152,11 @@ impl Server {
             listener,
             tls,
             config_path,
+            hup,
             ..
         } = self;
         if let Some(path) = config_path {
-            tokio::spawn(reload::watch(shared.clone(), path));
+            tokio::spawn(reload::watch(shared.clone(), path, hup));
         }
         let limits = shared.policy.load().limits;
         let graceful = GracefulShutdown::new();
@@ -156,8 +168,7 @@ impl Server {
             .timer(TokioTimer::new())
             // Slowloris: a client that trickles its request head is cut off.
             .header_read_timeout(limits.header_read_timeout)
-            // hyper refuses a head with exactly `max_headers` fields; SPEC refuses only more than 100.
-            .max_headers(MAX_HEADERS + 1)
+            .max_headers(MAX_HEADERS)
             .max_buf_size(MAX_HEAD_BYTES);
         builder
             .http2()
@@ -196,23 +207,38 @@ impl Server {
                     peer,
                     tls: tls.is_some(),
                 };
-                let svc = hyper::service::service_fn(move |req| handle(shared2.clone(), info, req));
-                match tls {
-                    None => {
-                        let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                        let _ = watcher.watch(conn.into_owned()).await;
+                // A connection must deliver its first request head within
+                // `header_read_timeout`, whatever stage it stalls in (TLS handshake,
+                // protocol detection, HTTP/2 preface): idle sockets cannot pin slots.
+                let first = Arc::new(tokio::sync::Notify::new());
+                let seen = first.clone();
+                let svc = hyper::service::service_fn(move |req| {
+                    seen.notify_one();
+                    handle(shared2.clone(), info, req)
+                });
+                let deadline = tokio::time::sleep(limits.header_read_timeout);
+                let serve = async move {
+                    match tls {
+                        None => {
+                            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                            let _ = watcher.watch(conn.into_owned()).await;
+                        }
+                        Some(acceptor) => {
+                            let Ok(s) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let conn = builder.serve_connection(TokioIo::new(s), svc);
+                            let _ = watcher.watch(conn.into_owned()).await;
+                        }
                     }
-                    Some(acceptor) => {
-                        let Ok(Ok(s)) =
-                            tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                                .await
-                        else {
-                            return;
-                        };
-                        let conn = builder.serve_connection(TokioIo::new(s), svc);
-                        let _ = watcher.watch(conn.into_owned()).await;
-                    }
+                };
+                tokio::pin!(serve);
+                tokio::select! {
+                    _ = &mut serve => return,
+                    _ = first.notified() => {}
+                    _ = deadline => return, // dropping `serve` closes the connection
                 }
+                serve.await;
             });
         }
         drop(listener);

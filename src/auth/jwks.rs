@@ -90,6 +90,7 @@ async fn fetch_loop(
         }
     };
     let mut failures = 0u32;
+    let mut last_early: Option<Instant> = None;
     loop {
         let started = Instant::now();
         let next = match fetch(&client, &url).await {
@@ -122,8 +123,13 @@ async fn fetch_loop(
         tokio::select! {
             _ = tokio::time::sleep(next) => {}
             _ = remote.kick.notified() => {
-                let earliest = started + EARLY_REFRESH_MIN_INTERVAL;
-                tokio::time::sleep_until(earliest.min(started + next)).await;
+                // An unknown kid refreshes at once, unless an early refresh
+                // already ran in the last 30 s: then at that window's end.
+                if let Some(prev) = last_early {
+                    let earliest = prev + EARLY_REFRESH_MIN_INTERVAL;
+                    tokio::time::sleep_until(earliest.min(started + next)).await;
+                }
+                last_early = Some(Instant::now());
             }
         }
     }

@@ -274,6 +274,21 @@ fn admit(policy: &Policy, req: &RequestParts<'_>) -> Result<(), Denial> {
             ));
         }
     }
+    // Only `chunked` is decoded (by hyper); any other coding would reach the
+    // backend relabelled as plain content (RFC 9112 §6.1: 501).
+    for v in req.headers.get_all(http::header::TRANSFER_ENCODING) {
+        let ok = v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .all(|c| c.trim().eq_ignore_ascii_case("chunked"))
+        });
+        if !ok {
+            return Err(Denial::new(
+                Reason::BadRequest,
+                "only the chunked transfer coding is supported",
+            )
+            .with_status(501));
+        }
+    }
     if auth > 1 {
         return Err(Denial::new(
             Reason::BadRequest,

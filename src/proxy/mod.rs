@@ -4,6 +4,7 @@
 //! admit → decide (normalize, classify, authenticate, authorize) → forward or
 //! reject → record (always, exactly once).
 
+pub mod body;
 pub mod forward;
 pub mod respond;
 pub mod upstream;
@@ -213,6 +214,7 @@ pub async fn handle(
         return Ok(cx.reject(Some(&d), &e));
     }
     let up = cx.shared.upstream.load_full();
+    let (body, client_failed) = body::ClientBody::new(body);
     match up
         .send(Request::from_parts(parts, body), cx.policy.upstream.timeout)
         .await
@@ -233,6 +235,19 @@ pub async fn handle(
                 },
             );
             Ok(cx.with_id(Response::from_parts(rp, rb.boxed())))
+        }
+        Err(_) if client_failed.load(Ordering::Relaxed) => {
+            // The client broke its own body framing: its error, not the backend's.
+            let e = Denial::new(Reason::BadRequest, "the request body is malformed");
+            let outcome = Outcome {
+                action,
+                reason: e.reason,
+                decision,
+                enforced,
+                status: e.status,
+            };
+            cx.record(Some(&d), outcome);
+            Ok(cx.with_id(respond::problem(&e, action, &cx.rid)))
         }
         Err(err) => {
             let kind = err.kind();

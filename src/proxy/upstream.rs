@@ -9,6 +9,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use super::body::ClientBody;
 use crate::policy::Upstream as UpstreamConfig;
 
 #[derive(Debug)]
@@ -34,7 +35,7 @@ impl UpstreamError {
 }
 
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    client: Client<HttpsConnector<HttpConnector>, ClientBody>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -58,7 +59,7 @@ impl Upstream {
 
     pub async fn send(
         &self,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, UpstreamError> {
         match tokio::time::timeout(timeout, self.client.request(req)).await {
@@ -91,13 +92,39 @@ pub fn connector(
     Ok(b.enable_http1().wrap_connector(http))
 }
 
-fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+/// Whether a rustls error is anywhere in the chain. io::Error wrappers (tokio-rustls
+/// wraps rustls errors, hyper-rustls wraps those again) hide their payload from
+/// `source()`, so they are opened with `get_ref`.
+fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+    if e.is::<rustls::Error>() {
+        return true;
+    }
+    if let Some(inner) = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        && is_tls(inner)
+    {
+        return true;
+    }
+    e.source().is_some_and(is_tls)
+}
+
+/// The error and its causes, for the log line.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
     while let Some(s) = src {
-        if s.downcast_ref::<rustls::Error>().is_some() {
-            return UpstreamError::Tls;
-        }
+        out.push_str(": ");
+        out.push_str(&s.to_string());
         src = s.source();
+    }
+    out
+}
+
+fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
+    tracing::debug!(error = %chain(e), "Upstream error");
+    if std::error::Error::source(e).is_some_and(is_tls) {
+        return UpstreamError::Tls;
     }
     if e.is_connect() {
         let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);

@@ -1931,6 +1931,130 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{t:x}-{n}", std::process::id())
 }
 
+// ==========================================================================================
+// === live operations (reload, key rotation, shutdown) ===
+// ==========================================================================================
+
+impl Writ {
+    /// Fills a config template's placeholders exactly as [`Writ::spawn`] did for this process
+    /// (same listeners, decision log and dir), so a rewritten config changes only what the
+    /// template changes.
+    pub fn fill(&self, template: &str, upstream: &str, keys: &Keys) -> String {
+        template
+            .replace("{{LISTEN}}", &self.addr.to_string())
+            .replace("{{ADMIN}}", &self.admin.to_string())
+            .replace("{{UPSTREAM}}", upstream)
+            .replace("{{JWKS}}", &keys.jwks_path().display().to_string())
+            .replace("{{LOG}}", &self.log_path.display().to_string())
+            .replace("{{DIR}}", &self.dir.path().display().to_string())
+    }
+
+    /// Like [`Writ::spawn`], but `place(dir, text)` lays the filled-in config out under the
+    /// run's temp dir and returns the path writ is started with (e.g. a Kubernetes
+    /// ConfigMap-style symlink).
+    pub fn spawn_placed(
+        config: &str,
+        upstream: &str,
+        keys: &Keys,
+        place: &dyn Fn(&Path, &str) -> PathBuf,
+    ) -> Writ {
+        let dir = tempfile::Builder::new()
+            .prefix("writ-run-")
+            .tempdir()
+            .expect("tempdir");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let log_path = dir.path().join("decisions.log");
+        let text = config
+            .replace("{{LISTEN}}", &addr.to_string())
+            .replace("{{ADMIN}}", &admin.to_string())
+            .replace("{{UPSTREAM}}", upstream)
+            .replace("{{JWKS}}", &keys.jwks_path().display().to_string())
+            .replace("{{LOG}}", &log_path.display().to_string())
+            .replace("{{DIR}}", &dir.path().display().to_string());
+        let config_path = place(dir.path(), &text);
+        let stdout_path = dir.path().join("stdout.txt");
+        let stderr_path = dir.path().join("stderr.txt");
+        let child = Command::new(env!("CARGO_BIN_EXE_writ"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .current_dir(dir.path())
+            .env_remove("WRIT_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&stdout_path).expect("stdout file"))
+            .stderr(fs::File::create(&stderr_path).expect("stderr file"))
+            .spawn()
+            .expect("spawn writ binary");
+        let pid = child.id();
+        Writ {
+            child: Mutex::new(child),
+            pid,
+            dir,
+            addr,
+            admin,
+            config_path,
+            log_path,
+            stdout_path,
+            stderr_path,
+        }
+    }
+
+    /// [`Writ::spawn_placed`], then waits for `/readyz` like [`Writ::start`].
+    pub fn start_placed(
+        config: &str,
+        upstream: &str,
+        keys: &Keys,
+        place: &dyn Fn(&Path, &str) -> PathBuf,
+    ) -> Writ {
+        let mut last_err = String::new();
+        for _ in 0..3 {
+            let writ = Self::spawn_placed(config, upstream, keys, place);
+            match writ.wait_ready(READY_TIMEOUT) {
+                Ok(()) => return writ,
+                Err(e) => {
+                    let retry = e.contains("in use") || e.contains("AddrInUse");
+                    last_err = e;
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        panic!("writ did not become ready:\n{last_err}\n--- config ---\n{config}");
+    }
+
+    /// Current value of a metric (`0` when the series does not exist yet: series are not
+    /// pre-created).
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_value(&self.metrics(), name, labels).unwrap_or(0.0)
+    }
+}
+
+/// Replaces `path` atomically: writes a sibling temp file, then renames it over `path`.
+pub fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_file_name(format!(
+        ".{}.{}.tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        unique("w")
+    ));
+    fs::write(&tmp, text).expect("write temp file");
+    fs::rename(&tmp, path).expect("rename over file");
+}
+
+// ==========================================================================================
+// === appended helpers (smuggling / TLS suites) ===
+// ==========================================================================================
+
+impl RawConn {
+    /// Changes the read timeout of this connection (default [`IO_TIMEOUT`]).
+    pub fn set_read_timeout(&self, timeout: Duration) -> io::Result<()> {
+        self.writer.set_read_timeout(Some(timeout))
+    }
+}
+
 #[cfg(test)]
 mod self_tests {
     use super::*;

@@ -1,0 +1,61 @@
+//! The client's request body on its way upstream. It remembers whether reading
+//! it failed, so a client that breaks its own framing gets a 400 rather than a
+//! 502 blamed on the backend, and it drops request trailers: writ cannot police
+//! them, and nothing in them may reach the backend as if writ had checked it.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+pub struct ClientBody {
+    inner: Incoming,
+    failed: Arc<AtomicBool>,
+}
+
+impl ClientBody {
+    pub fn new(inner: Incoming) -> (ClientBody, Arc<AtomicBool>) {
+        let failed = Arc::new(AtomicBool::new(false));
+        (
+            ClientBody {
+                inner,
+                failed: failed.clone(),
+            },
+            failed,
+        )
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        loop {
+            return match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(f))) if f.is_trailers() => continue,
+                Poll::Ready(Some(Err(e))) => {
+                    this.failed.store(true, Ordering::Relaxed);
+                    Poll::Ready(Some(Err(e)))
+                }
+                other => other,
+            };
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
