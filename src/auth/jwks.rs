@@ -63,6 +63,7 @@ impl JwksRegistry {
                         url.clone(),
                         issuer.issuer.clone(),
                         issuer.jwks_refresh,
+                        issuer.jwks_ca.clone(),
                         r.clone(),
                         metrics.clone(),
                     ));
@@ -79,10 +80,11 @@ async fn fetch_loop(
     url: String,
     issuer: String,
     refresh: Duration,
+    ca: Option<std::path::PathBuf>,
     remote: Arc<RemoteKeys>,
     metrics: IntCounterVec,
 ) {
-    let client = match crate::proxy::upstream::connector(None, None, FETCH_TIMEOUT) {
+    let client = match crate::proxy::upstream::connector(ca.as_deref(), None, FETCH_TIMEOUT) {
         Ok(c) => Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(c),
         Err(e) => {
             tracing::error!(jwks.url = %url, error = %e, "Cannot build JWKS client");
@@ -149,7 +151,7 @@ async fn fetch(
     let resp = tokio::time::timeout(FETCH_TIMEOUT, client.request(req))
         .await
         .map_err(|_| "timed out".to_string())?
-        .map_err(|e| format!("request failed: {e}"))?;
+        .map_err(|e| format!("request failed: {}", crate::proxy::upstream::chain(&e)))?;
     if !resp.status().is_success() {
         return Err(format!("status {}", resp.status()));
     }

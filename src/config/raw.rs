@@ -119,6 +119,8 @@ pub struct RawIssuer {
     pub jwks_file: Option<Sp<String>>,
     pub jwks_url: Option<Sp<String>>,
     pub jwks_refresh: Option<Sp<String>>,
+    /// CA bundle (PEM) to trust for an https `jwks_url` instead of the system roots.
+    pub jwks_ca: Option<Sp<String>>,
     pub public_key_pem: Option<Sp<String>>,
     pub hmac_secret_env: Option<Sp<String>>,
     pub leeway: Option<Sp<String>>,

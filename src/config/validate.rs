@@ -531,7 +531,19 @@ fn issuer(cx: &mut Ctx<'_>, i: &raw::RawIssuer) -> Issuer {
     {
         cx.err(r, "jwks_refresh only applies to jwks_url");
     }
+    let jwks_ca = i.jwks_ca.as_ref().map(|c| {
+        let p = cx.path(c.get());
+        if let Err(e) = std::fs::metadata(&p) {
+            cx.err(c, format!("cannot read CA file `{}`: {e}", p.display()));
+        }
+        if i.jwks_url.is_none() {
+            cx.err(c, "jwks_ca only applies to jwks_url");
+        }
+        cx.watched.push(p.clone());
+        p
+    });
     Issuer {
+        jwks_ca,
         issuer: i.issuer.get().clone(),
         audiences: i.audiences.get().clone(),
         algorithms,

@@ -122,6 +122,8 @@ pub struct Issuer {
     /// For `jwks_url`: asks the fetcher for an early refresh (unknown `kid`).
     pub kick: Option<Arc<tokio::sync::Notify>>,
     pub jwks_refresh: Duration,
+    /// Trust for an https `jwks_url` (system roots when `None`).
+    pub jwks_ca: Option<PathBuf>,
     pub leeway: Duration,
     pub require_typ: Option<String>,
 }

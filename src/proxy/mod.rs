@@ -198,6 +198,7 @@ pub async fn handle(
     };
 
     // Stage 5a: forward.
+    let client_version = req.version();
     let (mut parts, body) = req.into_parts();
     let out = forward::Outbound {
         policy: &cx.policy,
@@ -223,6 +224,9 @@ pub async fn handle(
             let status = resp.status().as_u16();
             let (mut rp, rb) = resp.into_parts();
             forward::strip_hop_by_hop(&mut rp.headers);
+            // The client's connection has its own version and persistence: an
+            // HTTP/1.0 backend must not turn the answer into an HTTP/1.0 close.
+            rp.version = client_version;
             let reason = d.verdict.reason();
             cx.record(
                 Some(&d),
