@@ -95,9 +95,14 @@ pub fn read_private_key(pem: &[u8]) -> Result<SigningKey, String> {
                     alg: Algorithm::ES384,
                 });
             }
-            if Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).is_ok() {
+            if let Ok(pair) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
+                // PKCS#8 v2 (with the public key) is normalized to v1, the form
+                // the signer and the thumbprint expect.
+                let v1 = pair
+                    .to_pkcs8v1()
+                    .map_err(|_| "cannot re-encode the Ed25519 key".to_string())?;
                 return Ok(SigningKey {
-                    key: EncodingKey::from_ed_der(der),
+                    key: EncodingKey::from_ed_der(v1.as_ref()),
                     alg: Algorithm::EdDSA,
                 });
             }
