@@ -240,33 +240,22 @@ pub async fn handle(
             );
             Ok(cx.with_id(Response::from_parts(rp, rb.boxed())))
         }
-        Err(_) if client_failed.load(Ordering::Relaxed) => {
-            // The client broke its own body framing: its error, not the backend's.
-            let e = Denial::new(Reason::BadRequest, "the request body is malformed");
-            let outcome = Outcome {
-                action,
-                reason: e.reason,
-                decision,
-                enforced,
-                status: e.status,
-            };
-            cx.record(Some(&d), outcome);
-            Ok(cx.with_id(respond::problem(&e, action, &cx.rid)))
-        }
         Err(err) => {
-            let kind = err.kind();
-            cx.shared
-                .metrics
-                .upstream_errors
-                .with_label_values(&[kind])
-                .inc();
-            tracing::warn!(request.id = %cx.rid, upstream.error = kind, "Upstream request failed");
-            let e = match err {
-                UpstreamError::Timeout => Denial::new(
-                    Reason::UpstreamTimeout,
-                    "the backend did not answer in time",
-                ),
-                _ => Denial::new(Reason::UpstreamUnavailable, "the backend is unavailable"),
+            let e = if client_failed.load(Ordering::Relaxed) {
+                // The client broke its own body framing: its error, not the backend's.
+                Denial::new(Reason::BadRequest, "the request body is malformed")
+            } else {
+                let kind = err.kind();
+                let m = &cx.shared.metrics;
+                m.upstream_errors.with_label_values(&[kind]).inc();
+                tracing::warn!(request.id = %cx.rid, upstream.error = kind, "Upstream request failed");
+                match err {
+                    UpstreamError::Timeout => Denial::new(
+                        Reason::UpstreamTimeout,
+                        "the backend did not answer in time",
+                    ),
+                    _ => Denial::new(Reason::UpstreamUnavailable, "the backend is unavailable"),
+                }
             };
             let outcome = Outcome {
                 action,
