@@ -9,3 +9,7 @@ fn main() -> ExitCode {
     let cli = writ::cli::Cli::parse();
     ExitCode::from(writ::cli::run(cli))
 }
+
+/// mimalloc: allocation is a visible share of a forwarded request's CPU.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
