@@ -207,6 +207,10 @@ pub fn normalize_target(raw: &str, policy: &PathPolicy) -> Result<NormalizedTarg
     if out.is_empty() || (trailing && policy.strict_trailing_slash) {
         out.push('/');
     }
+    // Escaping can grow a path threefold: the limit holds for what is forwarded too.
+    if out.len() + query.map_or(0, |q| q.len() + 1) > MAX_TARGET_BYTES {
+        return Err(bad("normalized request target longer than 8 KiB").with_status(414));
+    }
     Ok(NormalizedTarget {
         path: out,
         query: query.map(str::to_string),
