@@ -65,7 +65,7 @@ pub struct ConnInfo {
 
 fn request_id(req: &Request<Incoming>) -> String {
     req.headers()
-        .get("x-request-id")
+        .get(&forward::X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string)
@@ -273,7 +273,7 @@ pub async fn handle(
 impl Ctx {
     fn with_id(&self, mut resp: Response<Body>) -> Response<Body> {
         if let Ok(v) = HeaderValue::from_str(&self.rid) {
-            resp.headers_mut().insert("x-request-id", v);
+            resp.headers_mut().insert(forward::X_REQUEST_ID, v);
         }
         resp
     }
