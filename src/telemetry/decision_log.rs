@@ -56,6 +56,14 @@ impl DecisionLog {
             LogTarget::Stderr => Box::new(std::io::stderr()),
             LogTarget::File(p) => Box::new(OpenOptions::new().create(true).append(true).open(p)?),
         };
+        Self::with_sink(sink, dropped)
+    }
+
+    /// Starts the writer thread on any sink.
+    pub fn with_sink(
+        sink: Box<dyn Write + Send>,
+        dropped: IntCounter,
+    ) -> std::io::Result<DecisionLog> {
         let (tx, rx) = sync_channel(BUFFER_LINES);
         std::thread::Builder::new()
             .name("writ-decision-log".into())
@@ -99,4 +107,65 @@ fn write_loop(rx: Receiver<DecisionRecord>, sink: Box<dyn Write + Send>) {
 /// RFC 3339 UTC timestamp with microseconds.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// A disk that never finishes a write.
+    struct Stuck(mpsc::Receiver<()>);
+
+    impl Write for Stuck {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            let _ = self.0.recv();
+            Err(std::io::Error::other("stuck"))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn record() -> DecisionRecord {
+        DecisionRecord {
+            ts: now_rfc3339(),
+            request_id: "r".into(),
+            method: "GET".into(),
+            path: Some("/".into()),
+            host: None,
+            action: None,
+            execution: false,
+            decision: "deny",
+            enforced: true,
+            reason: "no_matching_action",
+            status: 403,
+            subject: None,
+            actor_chain: Vec::new(),
+            client_id: None,
+            issuer: None,
+            duration_us: 1,
+        }
+    }
+
+    #[test]
+    fn a_stuck_sink_drops_and_counts_instead_of_blocking() {
+        let (_hold, rx) = mpsc::channel();
+        let dropped = IntCounter::new("dropped", "test").unwrap();
+        let log = DecisionLog::with_sink(Box::new(Stuck(rx)), dropped.clone()).unwrap();
+        let n = BUFFER_LINES * 2;
+        let start = Instant::now();
+        for _ in 0..n {
+            log.record(record());
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "record() blocked");
+        // The writer holds at most one record plus a full queue; the rest are dropped.
+        assert!(
+            dropped.get() as usize >= n - BUFFER_LINES - 1,
+            "dropped {}",
+            dropped.get()
+        );
+    }
 }
