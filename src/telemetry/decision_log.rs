@@ -161,11 +161,9 @@ mod tests {
             log.record(record());
         }
         assert!(start.elapsed() < Duration::from_secs(5), "record() blocked");
-        // The writer holds at most one record plus a full queue; the rest are dropped.
-        assert!(
-            dropped.get() as usize >= n - BUFFER_LINES - 1,
-            "dropped {}",
-            dropped.get()
-        );
+        // The queue holds BUFFER_LINES and the writer's 64 KiB buffer a few hundred
+        // more (about 270 bytes a line); everything beyond is dropped and counted.
+        let floor = n - BUFFER_LINES - 1024;
+        assert!(dropped.get() as usize >= floor, "dropped {}", dropped.get());
     }
 }
