@@ -21,8 +21,6 @@ use crate::telemetry::decision_log::DecisionLog;
 use crate::telemetry::metrics::Metrics;
 use crate::{admin, reload, telemetry};
 
-/// Most header fields a request may carry (SPEC: > 100 fields is 431).
-pub const MAX_HEADERS: usize = 100;
 /// Request head limit (SPEC: headers > 64 KiB is 431).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
@@ -172,7 +170,7 @@ impl Server {
             .timer(TokioTimer::new())
             // Slowloris: a client that trickles its request head is cut off.
             .header_read_timeout(limits.header_read_timeout)
-            .max_headers(MAX_HEADERS)
+            .max_headers(crate::pipeline::MAX_HEADER_FIELDS)
             .max_buf_size(MAX_HEAD_BYTES);
         builder
             .http2()

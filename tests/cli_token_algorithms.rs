@@ -53,6 +53,8 @@ fn round_trip(dir: &Path, private_pem: &str, public_pem: &str, other_public_pem:
         "https://issuer.test/",
         "--aud",
         "api",
+        "--sub",
+        "alice",
         "--scope",
         "run",
     ]);

@@ -205,8 +205,9 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
         let mut out = Map::new();
         while let Some(k) = map.next_key::<String>()? {
             let StrictValue(v) = map.next_value()?;
-            if out.insert(k.clone(), v).is_some() {
-                return Err(serde::de::Error::custom(format!("duplicate member `{k}`")));
+            // The name stays out of the message: it is client bytes.
+            if out.insert(k, v).is_some() {
+                return Err(serde::de::Error::custom("duplicate member name"));
             }
         }
         Ok(Value::Object(out))

@@ -169,11 +169,18 @@ pub fn check_time_and_shape(
             format!("malformed delegation: {e}"),
         ));
     }
-    // Identities travel upstream in headers: one that a header cannot carry is
-    // refused rather than silently dropped (a call must never look anonymous).
-    let unsafe_id = |s: &str| s.bytes().any(|b| b < 0x20 || b == 0x7f);
+    // Identities travel upstream in headers: a subject that is missing, empty or
+    // that a header cannot carry is refused rather than dropped (RFC 9068
+    // requires `sub`; a call must never look anonymous).
+    let unsafe_id = |s: &str| s.is_empty() || s.bytes().any(|b| b < 0x20 || b == 0x7f);
+    if c.sub.as_deref().is_none_or(unsafe_id) {
+        return Err(Denial::new(
+            Reason::MalformedToken,
+            "`sub` must be a non-empty string without control characters",
+        ));
+    }
     let actors = c.act.as_deref().unwrap_or(&[]);
-    if c.sub.as_deref().is_some_and(unsafe_id) || actors.iter().any(|a| unsafe_id(&a.sub)) {
+    if actors.iter().any(|a| unsafe_id(&a.sub)) {
         return Err(Denial::new(
             Reason::MalformedToken,
             "`sub` contains control characters",

@@ -22,6 +22,9 @@ use normalize::{Choice, NormalizedTarget};
 pub const STANDARD_METHODS: [&str; 7] =
     ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"];
 
+/// SPEC: more than 100 header fields is 431.
+pub const MAX_HEADER_FIELDS: usize = 100;
+
 /// Client headers that make some backends execute another method.
 pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
     "x-http-method-override",
@@ -249,6 +252,18 @@ fn admit(policy: &Policy, req: &RequestParts<'_>) -> Result<(), Denial> {
             Reason::MethodNotAllowed,
             "method is neither standard nor named by any action",
         ));
+    }
+    if let Some(h) = req.host
+        && crate::policy::parse_host(h).is_none()
+    {
+        return Err(Denial::new(Reason::BadRequest, "malformed Host"));
+    }
+    // HTTP/1 heads over 100 fields never get here (hyper answers 431); HTTP/2
+    // has only a byte limit, so the field count is enforced here.
+    if req.headers.len() > MAX_HEADER_FIELDS {
+        return Err(
+            Denial::new(Reason::BadRequest, "more than 100 header fields").with_status(431),
+        );
     }
     let mut auth = 0;
     let mut hosts = 0;

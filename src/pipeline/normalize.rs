@@ -217,25 +217,54 @@ pub fn normalize_target(raw: &str, policy: &PathPolicy) -> Result<NormalizedTarg
     })
 }
 
-/// Whether a query carries a `_method` parameter (SPEC: override inputs); names
-/// are compared after percent-decoding, as the backend's framework would.
+/// Whether a query carries a `_method` parameter (SPEC: override inputs). Names
+/// are canonicalized the way backends do before comparing: percent-decoded, `+`
+/// as space, leading spaces dropped, `.`, space and `[` read as `_` (PHP), any
+/// case; pairs split on `&` and `;` (older query parsers).
 pub fn query_has_method_override(query: &str) -> bool {
-    query
-        .split('&')
-        .any(|pair| decode_component(pair.split('=').next().unwrap_or("")) == "_method")
+    query_pairs(query).any(|p| is_method_override_pair(&p))
 }
 
-/// The query without its `_method` parameters (for `method_override: strip`).
+/// The query without its `_method` parameters (for `method_override: strip`);
+/// every other byte, separators included, is kept as sent.
 pub fn strip_method_override(query: &str) -> Option<String> {
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| decode_component(pair.split('=').next().unwrap_or("")) != "_method")
-        .collect();
-    if kept.is_empty() {
-        None
-    } else {
-        Some(kept.join("&"))
+    let mut out = String::with_capacity(query.len());
+    let mut start = 0;
+    for (i, c) in query
+        .char_indices()
+        .chain(std::iter::once((query.len(), '&')))
+    {
+        if c != '&' && c != ';' {
+            continue;
+        }
+        let pair = &query[start..i];
+        if !is_method_override_pair(&pair) {
+            if !out.is_empty() {
+                // the separator that preceded this pair in the original
+                out.push_str(&query[start - 1..start]);
+            }
+            out.push_str(pair);
+        }
+        start = i + 1;
     }
+    if out.is_empty() { None } else { Some(out) }
+}
+
+fn query_pairs(query: &str) -> impl Iterator<Item = &str> {
+    query.split(['&', ';'])
+}
+
+fn is_method_override_pair(pair: &&str) -> bool {
+    let name = decode_component(pair.split('=').next().unwrap_or(""));
+    let canonical: String = name
+        .trim_start_matches(' ')
+        .chars()
+        .map(|c| match c {
+            '.' | ' ' | '[' => '_',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect();
+    canonical == "_method"
 }
 
 fn decode_component(s: &str) -> String {

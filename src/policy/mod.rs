@@ -221,6 +221,58 @@ impl Action {
     }
 }
 
+/// Parses a `Host` / `:authority` strictly (SPEC: classify what the backend
+/// executes, or refuse): a DNS name (letters, digits, `-`, `_`, non-empty labels,
+/// at most one trailing dot), an IPv4 address or a bracketed IPv6 literal,
+/// optionally `:` and 1-5 digits. Returns the canonical host (lowercase, no
+/// trailing dot) and the port text; `None` for anything a backend could read
+/// differently (`host:abc`, `host:1:2`, `user@host`, `host..`).
+pub fn parse_host(h: &str) -> Option<(String, Option<&str>)> {
+    let (name, port) = if let Some(rest) = h.strip_prefix('[') {
+        let end = rest.find(']')?;
+        let lit = &rest[..end];
+        if lit.is_empty()
+            || !lit
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return None;
+        }
+        let after = &rest[end + 1..];
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return None,
+        };
+        (&h[..end + 2], port)
+    } else {
+        match h.split_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (h, None),
+        }
+    };
+    if let Some(p) = port
+        && (p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
+    }
+    if !name.starts_with('[') {
+        let bare = name.strip_suffix('.').unwrap_or(name);
+        if bare.is_empty()
+            || bare.split('.').any(|l| {
+                l.is_empty()
+                    || !l
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+        {
+            return None;
+        }
+        return Some((bare.to_ascii_lowercase(), port));
+    }
+    Some((name.to_ascii_lowercase(), port))
+}
+
 /// Normalizes a host for matching: lowercase, no port, no trailing dot.
 pub fn normalize_host(h: &str) -> String {
     let h = h.trim();
@@ -269,6 +321,33 @@ pub fn glob_match(pattern: &str, s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strict_host_syntax() {
+        assert_eq!(
+            parse_host("API.example.com."),
+            Some(("api.example.com".into(), None))
+        );
+        assert_eq!(parse_host("a.b:8443"), Some(("a.b".into(), Some("8443"))));
+        assert_eq!(parse_host("[::1]:80"), Some(("[::1]".into(), Some("80"))));
+        assert_eq!(parse_host("10.0.0.1"), Some(("10.0.0.1".into(), None)));
+        for bad in [
+            "a.b:abc",
+            "a.b:443:443",
+            "u@a.b",
+            "a.b..",
+            "a..b",
+            "",
+            ":80",
+            "a.b:",
+            "[::1",
+            "[zz]",
+            "a b",
+            "a.b:123456",
+        ] {
+            assert_eq!(parse_host(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn hosts() {

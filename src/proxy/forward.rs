@@ -11,7 +11,7 @@ use http::request::Parts;
 use crate::decision::Permit;
 use crate::pipeline::normalize::NormalizedTarget;
 use crate::pipeline::{METHOD_OVERRIDE_HEADERS, URL_OVERRIDE_HEADERS, header_is};
-use crate::policy::Policy;
+use crate::policy::{Policy, parse_host};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus legacy ones proxies must not pass.
 /// Pre-built names: removing by `&str` would parse and hash the name each time.
@@ -63,12 +63,25 @@ fn is_client_forbidden(policy: &Policy, name: &str) -> bool {
         || header_is(name, id.action.as_str())
         || METHOD_OVERRIDE_HEADERS.iter().any(|h| header_is(name, h))
         || URL_OVERRIDE_HEADERS.iter().any(|h| header_is(name, h))
-        || header_is(name, "x-forwarded-host")
-        || header_is(name, "x-forwarded-proto")
-        || header_is(name, "x-forwarded-prefix")
-        || header_is(name, "x-forwarded-uri")
-        || header_is(name, "x-envoy-original-path")
+        || SPOOFABLE_FORWARDING.iter().any(|h| header_is(name, h))
 }
+
+/// Forwarding metadata a client could use to make a backend believe another
+/// host, scheme, path or peer (RFC 7239 `Forwarded` too: Rack and Spring read it).
+/// writ sets the `X-Forwarded-For/-Host/-Proto` it vouches for itself.
+const SPOOFABLE_FORWARDING: [&str; 11] = [
+    "forwarded",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-prefix",
+    "x-forwarded-uri",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-real-ip",
+    "x-original-host",
+    "x-host",
+    "x-envoy-original-path",
+];
 
 pub struct Outbound<'a> {
     pub policy: &'a Policy,
@@ -111,13 +124,17 @@ pub fn prepare(parts: &mut Parts, out: &Outbound<'_>) -> Result<(), http::Error>
     // The client's `Expect: 100-continue` was answered by writ when it started
     // streaming the body; the backend gets the body without waiting.
     h.remove(header::EXPECT);
-    if let Some(host) = out.host
-        && let Ok(v) = HeaderValue::from_str(host)
-    {
-        if !h.contains_key(header::HOST) {
+    // The host as classified (canonical: lowercase, no trailing dot), so the
+    // backend's virtual hosting sees what writ matched.
+    if let Some((name, port)) = out.host.and_then(parse_host) {
+        let canonical = match port {
+            Some(p) => format!("{name}:{p}"),
+            None => name,
+        };
+        if let Ok(v) = HeaderValue::from_str(&canonical) {
             h.insert(header::HOST, v.clone());
+            h.insert(X_FORWARDED_HOST, v);
         }
-        h.insert(X_FORWARDED_HOST, v);
     }
     h.insert(
         X_FORWARDED_PROTO,

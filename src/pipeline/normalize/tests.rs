@@ -87,11 +87,25 @@ fn method_override_in_query() {
     assert!(query_has_method_override("a=1&_method=DELETE"));
     assert!(query_has_method_override("%5Fmethod=DELETE"));
     assert!(!query_has_method_override("my_method=x"));
+    // look-alikes that PHP, Symfony and `;`-splitting parsers read as `_method`
+    for q in [
+        ".method=DELETE",
+        "+_method=DELETE",
+        "%20_method=X",
+        "a=1;_method=X",
+        "_METHOD=X",
+        "[method=X",
+    ] {
+        assert!(query_has_method_override(q), "{q}");
+    }
     assert_eq!(
         strip_method_override("a=1&_method=X").as_deref(),
         Some("a=1")
     );
     assert_eq!(strip_method_override("_method=X"), None);
+    assert_eq!(strip_method_override("a=1;b=2&c").as_deref(), Some("a=1;b=2&c"));
+    assert_eq!(strip_method_override("_method=X;a=1&b").as_deref(), Some("a=1&b"));
+    assert_eq!(strip_method_override("a;.method=X&b").as_deref(), Some("a&b"));
 }
 
 proptest! {
