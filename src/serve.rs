@@ -9,7 +9,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -161,14 +160,16 @@ impl Server {
             tokio::spawn(reload::watch(shared.clone(), path, hup));
         }
         let limits = shared.policy.load().limits;
-        let graceful = GracefulShutdown::new();
-        // Connections beyond the limit wait in the kernel's backlog, not in memory.
+        // Every connection holds a slot; connections beyond the limit wait in the
+        // kernel's backlog, not in memory. Draining = getting every slot back.
         let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(TokioTimer::new())
             // Slowloris: a client that trickles its request head is cut off.
+            // hyper applies it to idle keep-alive connections too.
             .header_read_timeout(limits.header_read_timeout)
             .max_headers(crate::pipeline::MAX_HEADER_FIELDS)
             .max_buf_size(MAX_HEAD_BYTES);
@@ -199,60 +200,132 @@ impl Server {
                 _ = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
-            let shared2 = shared.clone();
-            let builder = builder.clone();
-            let watcher = graceful.watcher();
+            let conn = Conn {
+                shared: shared.clone(),
+                builder: builder.clone(),
+                info: ConnInfo {
+                    peer,
+                    tls: tls.is_some(),
+                },
+                idle: limits.header_read_timeout,
+                stop: stop_rx.clone(),
+            };
             let tls = tls.clone();
             tokio::spawn(async move {
                 let _slot = slot; // released when the connection ends
-                let info = ConnInfo {
-                    peer,
-                    tls: tls.is_some(),
-                };
-                // A connection must deliver its first request head within
-                // `header_read_timeout`, whatever stage it stalls in (TLS handshake,
-                // protocol detection, HTTP/2 preface): idle sockets cannot pin slots.
-                let first = Arc::new(tokio::sync::Notify::new());
-                let seen = first.clone();
-                let svc = hyper::service::service_fn(move |req| {
-                    seen.notify_one();
-                    handle(shared2.clone(), info, req)
-                });
-                let deadline = tokio::time::sleep(limits.header_read_timeout);
-                let serve = async move {
-                    match tls {
-                        None => {
-                            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                            let _ = watcher.watch(conn.into_owned()).await;
-                        }
-                        Some(acceptor) => {
-                            let Ok(s) = acceptor.accept(stream).await else {
-                                return;
-                            };
-                            let conn = builder.serve_connection(TokioIo::new(s), svc);
-                            let _ = watcher.watch(conn.into_owned()).await;
+                match tls {
+                    None => conn.serve(stream).await,
+                    Some(acceptor) => {
+                        let handshake = acceptor.accept(stream);
+                        if let Ok(Ok(s)) = tokio::time::timeout(conn.idle, handshake).await {
+                            conn.serve(s).await;
                         }
                     }
-                };
-                tokio::pin!(serve);
-                tokio::select! {
-                    _ = &mut serve => return,
-                    _ = first.notified() => {}
-                    _ = deadline => return, // dropping `serve` closes the connection
                 }
-                serve.await;
             });
         }
         drop(listener);
         shared.shutting_down.store(true, Ordering::SeqCst);
+        let _ = stop_tx.send(true);
         let grace = shared.policy.load().shutdown_grace;
         tracing::info!(
             grace_ms = grace.as_millis() as u64,
             "Shutting down: draining in-flight requests"
         );
+        let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
         tokio::select! {
-            _ = graceful.shutdown() => tracing::info!("Drained"),
+            _ = slots.acquire_many(all) => tracing::info!("Drained"),
             _ = tokio::time::sleep(grace) => tracing::warn!("Shutdown grace ended with requests in flight"),
+        }
+    }
+}
+
+/// Counts a request as in flight until dropped.
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn enter(n: &Arc<std::sync::atomic::AtomicUsize>) -> InFlight {
+        n.fetch_add(1, Ordering::Relaxed);
+        InFlight(n.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One client connection and what it needs to serve and to end itself.
+struct Conn {
+    shared: Arc<Shared>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    info: ConnInfo,
+    /// `header_read_timeout`: the first request head must arrive within it, and a
+    /// connection with nothing started or in flight for that long is closed
+    /// gracefully (HTTP/2 included, which has no head timeout of its own).
+    idle: Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Conn {
+    async fn serve<IO>(mut self, io: IO)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        use std::sync::atomic::AtomicUsize;
+        // Requests started, and requests whose handler has not returned yet.
+        let started = Arc::new(AtomicUsize::new(0));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let (shared, info) = (self.shared.clone(), self.info);
+        let (svc_started, svc_flight) = (started.clone(), in_flight.clone());
+        let svc = hyper::service::service_fn(move |req| {
+            svc_started.fetch_add(1, Ordering::Relaxed);
+            let guard = InFlight::enter(&svc_flight);
+            let fut = handle(shared.clone(), info, req);
+            async move {
+                // In flight until the response body is done (or dropped), so a long
+                // download is never taken for an idle connection.
+                fut.await.map(|resp| {
+                    resp.map(|b| {
+                        use http_body_util::BodyExt;
+                        b.map_frame(move |f| {
+                            let _ = &guard;
+                            f
+                        })
+                        .boxed()
+                    })
+                })
+            }
+        });
+        let conn = self.builder.serve_connection(TokioIo::new(io), svc);
+        tokio::pin!(conn);
+        let mut tick = tokio::time::interval(self.idle);
+        tick.tick().await;
+        let mut seen_at_last_tick = 0;
+        let (mut closing, mut idle_closing) = (false, false);
+        loop {
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = self.stop.changed(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = tick.tick(), if !closing || idle_closing => {
+                    let seen = started.load(Ordering::Relaxed);
+                    let quiet = seen == seen_at_last_tick && in_flight.load(Ordering::Relaxed) == 0;
+                    if seen == 0 || (idle_closing && quiet) {
+                        // No request head within the deadline, or a client that
+                        // ignores the graceful close (an unanswered HTTP/2 PING).
+                        return;
+                    }
+                    if quiet && !closing {
+                        (closing, idle_closing) = (true, true);
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    seen_at_last_tick = seen;
+                }
+            }
         }
     }
 }

@@ -888,3 +888,61 @@ fn large_chunked_upload_is_streamed_not_buffered() {
         mib(growth)
     );
 }
+
+// ==========================================================================================
+// === idle HTTP/2 connections ===
+// ==========================================================================================
+
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend([kind, flags]);
+    f.extend(stream.to_be_bytes());
+    f.extend(payload);
+    f
+}
+
+/// HEADERS for `GET /ok` (HPACK: :method GET, :scheme http, literal :path, literal :authority).
+fn h2_get_ok(stream: u32) -> Vec<u8> {
+    let (path, authority) = (b"/ok", b"example.org");
+    let mut block = vec![0x82, 0x86, 0x44, path.len() as u8];
+    block.extend(path);
+    block.extend([0x41, authority.len() as u8]);
+    block.extend(authority);
+    h2_frame(1, 0x5, stream, &block)
+}
+
+#[test]
+fn idle_http2_connection_is_closed_even_if_it_ignores_the_goaway_ping() {
+    let _serial = serial();
+    let env = env_with_limits("\n  header_read_timeout: 1s");
+    let mut s = std::net::TcpStream::connect(env.writ.addr()).unwrap();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(h2_frame(4, 0, 0, &[]));
+    hello.extend(h2_get_ok(1));
+    s.write_all(&hello).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // Read until the server closes; the client never acknowledges anything after
+    // its first request (a socket held open on purpose).
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    let closed_after = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break Some(start.elapsed()),
+            Ok(_) => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break Some(start.elapsed()),
+        }
+        if start.elapsed() > Duration::from_secs(8) {
+            break None;
+        }
+    };
+    let closed_after = closed_after.expect("an idle HTTP/2 connection must be closed");
+    assert!(
+        closed_after >= Duration::from_millis(900),
+        "closed before header_read_timeout: {closed_after:?}"
+    );
+    assert_eq!(env.backend.count(), 1, "the one request was served");
+}

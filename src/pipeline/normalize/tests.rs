@@ -103,9 +103,18 @@ fn method_override_in_query() {
         Some("a=1")
     );
     assert_eq!(strip_method_override("_method=X"), None);
-    assert_eq!(strip_method_override("a=1;b=2&c").as_deref(), Some("a=1;b=2&c"));
-    assert_eq!(strip_method_override("_method=X;a=1&b").as_deref(), Some("a=1&b"));
-    assert_eq!(strip_method_override("a;.method=X&b").as_deref(), Some("a&b"));
+    assert_eq!(
+        strip_method_override("a=1;b=2&c").as_deref(),
+        Some("a=1;b=2&c")
+    );
+    assert_eq!(
+        strip_method_override("_method=X;a=1&b").as_deref(),
+        Some("a=1&b")
+    );
+    assert_eq!(
+        strip_method_override("a;.method=X&b").as_deref(),
+        Some("a&b")
+    );
 }
 
 proptest! {
