@@ -229,6 +229,7 @@ pub fn query_has_method_override(query: &str) -> bool {
 /// every other byte, separators included, is kept as sent.
 pub fn strip_method_override(query: &str) -> Option<String> {
     let mut out = String::with_capacity(query.len());
+    let mut removed = false;
     let mut start = 0;
     for (i, c) in query
         .char_indices()
@@ -238,7 +239,9 @@ pub fn strip_method_override(query: &str) -> Option<String> {
             continue;
         }
         let pair = &query[start..i];
-        if !is_method_override_pair(&pair) {
+        if is_method_override_pair(&pair) {
+            removed = true;
+        } else {
             if !out.is_empty() {
                 // the separator that preceded this pair in the original
                 out.push_str(&query[start - 1..start]);
@@ -246,6 +249,9 @@ pub fn strip_method_override(query: &str) -> Option<String> {
             out.push_str(pair);
         }
         start = i + 1;
+    }
+    if !removed {
+        return Some(query.to_string());
     }
     if out.is_empty() { None } else { Some(out) }
 }

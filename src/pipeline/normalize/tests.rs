@@ -103,6 +103,8 @@ fn method_override_in_query() {
         Some("a=1")
     );
     assert_eq!(strip_method_override("_method=X"), None);
+    assert_eq!(strip_method_override("").as_deref(), Some(""));
+    assert_eq!(strip_method_override("a&&b;").as_deref(), Some("a&&b;"));
     assert_eq!(
         strip_method_override("a=1;b=2&c").as_deref(),
         Some("a=1;b=2&c")
