@@ -289,11 +289,7 @@ impl Conn {
                 fut.await.map(|resp| {
                     resp.map(|b| {
                         use http_body_util::BodyExt;
-                        b.map_frame(move |f| {
-                            let _ = &guard;
-                            f
-                        })
-                        .boxed()
+                        crate::proxy::body::Guarded::new(b, guard).boxed()
                     })
                 })
             }

@@ -1771,3 +1771,19 @@ fn audit_mode_never_forwards_requests_it_cannot_normalize() {
     .assert_problem(400, "bad_request");
     env.backend.assert_untouched();
 }
+
+#[test]
+fn problem_responses_are_framed_with_content_length() {
+    let env = env();
+    let resp = env.get(ORDERS, None);
+    assert_eq!(resp.status, 401, "{}", resp.describe());
+    let len = resp
+        .header("content-length")
+        .unwrap_or_else(|| panic!("no content-length: {}", resp.describe()));
+    assert_eq!(len.parse::<usize>().unwrap(), resp.body.len());
+    assert!(
+        resp.header("transfer-encoding").is_none(),
+        "{}",
+        resp.describe()
+    );
+}

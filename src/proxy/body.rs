@@ -59,3 +59,39 @@ impl Body for ClientBody {
         self.inner.size_hint()
     }
 }
+
+/// A response body that holds a value (a guard) until it is finished or
+/// dropped, forwarding the size hint so `Content-Length` framing is kept.
+pub struct Guarded<G> {
+    inner: super::Body,
+    _guard: G,
+}
+
+impl<G> Guarded<G> {
+    pub fn new(inner: super::Body, guard: G) -> Self {
+        Guarded {
+            inner,
+            _guard: guard,
+        }
+    }
+}
+
+impl<G: Unpin> Body for Guarded<G> {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
