@@ -11,76 +11,22 @@
 //! Every benchmark cycles through 64 pre-built requests spread over the whole
 //! action set, so one hot path does not stand for the table.
 
-use std::fmt::Write as _;
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use writ::pipeline::normalize::normalize_target;
+use writ::policy::Action;
 use writ::policy::router::RouteMatch;
 use writ::policy::template::Segment;
-use writ::policy::{Action, Policy};
+
+#[path = "support/policy.rs"]
+mod policy;
+use policy::build_policy;
 
 const SIZES: [usize; 3] = [10, 1_000, 10_000];
 /// Requests per benchmark, cycled through (a power of two).
 const REQUESTS: usize = 64;
-
-/// Config with `n` actions: for each service `i`, `GET /svc{i}/items/{id}` and
-/// `POST /svc{i}/items/{id}/run`, plus one issuer reading a JWKS file.
-fn policy_yaml(n: usize) -> String {
-    let mut s = String::from(
-        "listen: 127.0.0.1:8080
-upstream:
-  url: http://127.0.0.1:3000
-issuers:
-  - issuer: https://login.example.com/
-    audiences: [orders-api]
-    algorithms: [ES256]
-    jwks_file: jwks.json
-    require_typ: at+jwt
-decision_log: \"off\"
-actions:
-",
-    );
-    for i in 0..n / 2 {
-        write!(
-            s,
-            "  - name: read-{i}
-    methods: [GET]
-    path: /svc{i}/items/{{id}}
-    require:
-      scopes: [items:read]
-  - name: run-{i}
-    methods: [POST]
-    path: /svc{i}/items/{{id}}/run
-    execution: true
-    require:
-      scopes: [items:run]
-      claims:
-        tenant: \"{{id}}\"
-"
-        )
-        .unwrap();
-    }
-    s
-}
-
-/// Compiles the policy; the temp dir holds the JWKS and must outlive it.
-fn build_policy(n: usize) -> (Policy, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let jwks = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo/jwks.json");
-    std::fs::copy(&jwks, dir.path().join("jwks.json")).expect("copy demo JWKS");
-    let policy = writ::config::load_str(
-        &policy_yaml(n),
-        "bench.yaml",
-        dir.path(),
-        PathBuf::from("bench.yaml"),
-    )
-    .unwrap_or_else(|e| panic!("bench policy does not load: {e}"));
-    assert_eq!(policy.actions.len(), n);
-    (policy, dir)
-}
 
 /// `REQUESTS` (method, path) pairs spread evenly over the `n / 2` services.
 fn requests(n: usize) -> Vec<(&'static str, String)> {
