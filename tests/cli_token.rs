@@ -141,10 +141,9 @@ fn token_signed_by_another_key_does_not_verify() {
     let other = EcKey::generate();
     let other_pem = other.write_pem(w.path(), "other.pem");
     // Same kid as the trusted key, wrong private key.
-    let t = mint(
-        &other_pem,
-        &with(&READ, &["--kid", w.key.thumbprint().as_str()]),
-    );
+    // `--kid=` form: a base64url thumbprint may start with `-`.
+    let kid = format!("--kid={}", w.key.thumbprint());
+    let t = mint(&other_pem, &with(&READ, &[kid.as_str()]));
     assert_rejected(&w.config, &t, "bad_signature");
 }
 

@@ -129,14 +129,8 @@ impl KeySet {
             let spki = SubjectPublicKeyInfoDer::from_pem_slice(pem)
                 .map_err(|e| format!("no PUBLIC KEY block in PEM: {e}"))?;
             let der = spki.as_ref();
-            let family = spki_family(der).ok_or("unsupported public key type in PEM")?;
-            let key = match family {
-                KeyFamily::Rsa => DecodingKey::from_rsa_pem(pem),
-                KeyFamily::EcP256 | KeyFamily::EcP384 => DecodingKey::from_ec_pem(pem),
-                KeyFamily::Ed25519 => DecodingKey::from_ed_pem(pem),
-                KeyFamily::Hmac => unreachable_family(),
-            }
-            .map_err(|e| format!("bad public key: {e}"))?;
+            let (family, load) = spki_family(der).ok_or("unsupported public key type in PEM")?;
+            let key = load(pem).map_err(|e| format!("bad public key: {e}"))?;
             (family, key)
         };
         let mut out = KeySet::default();
@@ -184,12 +178,11 @@ impl KeySet {
     }
 }
 
-fn unreachable_family() -> Result<DecodingKey, jsonwebtoken::errors::Error> {
-    Err(jsonwebtoken::errors::ErrorKind::InvalidKeyFormat.into())
-}
+/// How a PEM public key of some family is loaded.
+type PemLoader = fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>;
 
-/// Reads the algorithm OID of an SPKI structure.
-fn spki_family(der: &[u8]) -> Option<KeyFamily> {
+/// Reads the algorithm OID of an SPKI structure: the key's family and its loader.
+fn spki_family(der: &[u8]) -> Option<(KeyFamily, PemLoader)> {
     const RSA: &[u8] = &[
         0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
     ];
@@ -198,13 +191,13 @@ fn spki_family(der: &[u8]) -> Option<KeyFamily> {
     const ED25519: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
     let has = |needle: &[u8]| der.windows(needle.len()).any(|w| w == needle);
     if has(RSA) {
-        Some(KeyFamily::Rsa)
+        Some((KeyFamily::Rsa, DecodingKey::from_rsa_pem))
     } else if has(P256) {
-        Some(KeyFamily::EcP256)
+        Some((KeyFamily::EcP256, DecodingKey::from_ec_pem))
     } else if has(P384) {
-        Some(KeyFamily::EcP384)
+        Some((KeyFamily::EcP384, DecodingKey::from_ec_pem))
     } else if has(ED25519) {
-        Some(KeyFamily::Ed25519)
+        Some((KeyFamily::Ed25519, DecodingKey::from_ed_pem))
     } else {
         None
     }

@@ -144,9 +144,9 @@ pub(super) fn compile(
         }
     };
     let issuers: Vec<Issuer> = raw.issuers.iter().map(|i| issuer(&mut cx, i)).collect();
-    let mut seen_iss: HashMap<&str, ()> = HashMap::new();
+    let mut seen_iss: HashSet<&str> = HashSet::new();
     for i in &raw.issuers {
-        if seen_iss.insert(i.issuer.get().as_str(), ()).is_some() {
+        if !seen_iss.insert(i.issuer.get().as_str()) {
             cx.err(
                 &i.issuer,
                 format!("issuer `{}` is configured twice", i.issuer.get()),

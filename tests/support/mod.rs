@@ -997,47 +997,11 @@ impl Writ {
 
     /// Starts writ without waiting for readiness.
     pub fn spawn(config: &str, upstream: &str, keys: &Keys) -> Writ {
-        let dir = tempfile::Builder::new()
-            .prefix("writ-run-")
-            .tempdir()
-            .expect("tempdir");
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let log_path = dir.path().join("decisions.log");
-        let config_path = dir.path().join("writ.yaml");
-        let text = config
-            .replace("{{LISTEN}}", &addr.to_string())
-            .replace("{{ADMIN}}", &admin.to_string())
-            .replace("{{UPSTREAM}}", upstream)
-            .replace("{{JWKS}}", &keys.jwks_path().display().to_string())
-            .replace("{{LOG}}", &log_path.display().to_string())
-            .replace("{{DIR}}", &dir.path().display().to_string());
-        fs::write(&config_path, text).expect("write config");
-        let stdout_path = dir.path().join("stdout.txt");
-        let stderr_path = dir.path().join("stderr.txt");
-        let child = Command::new(env!("CARGO_BIN_EXE_writ"))
-            .arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .current_dir(dir.path())
-            .env_remove("WRIT_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&stdout_path).expect("stdout file"))
-            .stderr(fs::File::create(&stderr_path).expect("stderr file"))
-            .spawn()
-            .expect("spawn writ binary");
-        let pid = child.id();
-        Writ {
-            child: Mutex::new(child),
-            pid,
-            dir,
-            addr,
-            admin,
-            config_path,
-            log_path,
-            stdout_path,
-            stderr_path,
-        }
+        Writ::spawn_placed(config, upstream, keys, &|dir, text| {
+            let path = dir.join("writ.yaml");
+            fs::write(&path, text).expect("write config");
+            path
+        })
     }
 
     /// Polls `/readyz` until 200.
