@@ -88,6 +88,7 @@ fn decide_benches(c: &mut Criterion) {
         target: TARGET,
         host: Some(HOST),
         headers: h,
+        form_body: None,
     };
     let authed = req(&with_token);
     let anonymous = req(&without_token);

@@ -36,10 +36,11 @@ pub enum Reason {
     StepUpRequired,
     UpstreamUnavailable,
     UpstreamTimeout,
+    BodyTooLarge,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 28] = [
+    pub const ALL: [Reason; 29] = [
         Reason::Allowed,
         Reason::Public,
         Reason::BadRequest,
@@ -68,6 +69,7 @@ impl Reason {
         Reason::StepUpRequired,
         Reason::UpstreamUnavailable,
         Reason::UpstreamTimeout,
+        Reason::BodyTooLarge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -100,6 +102,7 @@ impl Reason {
             Reason::StepUpRequired => "step_up_required",
             Reason::UpstreamUnavailable => "upstream_unavailable",
             Reason::UpstreamTimeout => "upstream_timeout",
+            Reason::BodyTooLarge => "body_too_large",
         }
     }
 
@@ -136,6 +139,7 @@ impl Reason {
             | Reason::NoMatchingAction => 403,
             Reason::UpstreamUnavailable => 502,
             Reason::UpstreamTimeout => 504,
+            Reason::BodyTooLarge => 413,
         }
     }
 
@@ -167,6 +171,7 @@ impl Reason {
             Reason::StepUpRequired => "Stronger authentication required",
             Reason::UpstreamUnavailable => "Bad Gateway",
             Reason::UpstreamTimeout => "Gateway Timeout",
+            Reason::BodyTooLarge => "Content Too Large",
         }
     }
 
@@ -285,24 +290,45 @@ pub struct Permit {
     /// Whether identity headers are set at all: false for an audit pass, whose
     /// denial must not be dressed up as a verified identity.
     pub set_identity: bool,
+    /// Whether writ verified the request's bearer token itself: only then may
+    /// `Authorization` be forwarded (a backend that reads claims from it would
+    /// otherwise trust a forgery writ never checked).
+    pub token_verified: bool,
     _private: (),
 }
 
 impl Permit {
-    pub(crate) fn allow(subject: Option<String>, actor: Option<String>) -> Self {
+    /// Forward with this verified identity (the token was verified).
+    pub(crate) fn verified(subject: Option<String>, actor: Option<String>) -> Self {
         Permit {
             subject,
             actor,
             set_identity: true,
+            token_verified: true,
             _private: (),
         }
     }
 
-    pub(crate) fn audit_pass() -> Self {
+    /// Forward without a verified token: a public action, or an unmatched
+    /// request under `unmatched: allow`.
+    pub(crate) fn unauthenticated() -> Self {
+        Permit {
+            subject: None,
+            actor: None,
+            set_identity: true,
+            token_verified: false,
+            _private: (),
+        }
+    }
+
+    /// An audit-mode would-be denial, forwarded without identity headers;
+    /// `token_verified` says whether authentication itself passed.
+    pub(crate) fn audit_pass(token_verified: bool) -> Self {
         Permit {
             subject: None,
             actor: None,
             set_identity: false,
+            token_verified,
             _private: (),
         }
     }

@@ -13,23 +13,64 @@ use crate::policy::Policy;
 use crate::proxy::Shared;
 use crate::proxy::upstream::Upstream;
 
-const POLL: Duration = Duration::from_millis(500);
+const POLL: Duration = Duration::from_millis(250);
+/// After a change is seen, the files must read the same twice this far apart
+/// before they are loaded: an in-place write (truncate, then write) is read
+/// once it is finished, not half-way.
+const SETTLE: Duration = Duration::from_millis(50);
+/// A writer that never stops changing the file still gets a reload this often.
+const SETTLE_MAX: Duration = Duration::from_secs(2);
+/// How long an invalid file must stay as it is before it counts as a failed
+/// reload: an editor or `kubectl cp` may pause between truncating and writing.
+const FAILURE_GRACE: Duration = Duration::from_secs(1);
 
-type Stamp = Option<(SystemTime, u64, u64)>;
+/// What a watched file looks like: metadata and a hash of its content. The
+/// content matters: two writes within one tick of the kernel's coarse file
+/// clock can leave mtime, size and inode all equal.
+type Stamp = Option<(SystemTime, u64, u64, u64)>;
 
 fn stamp(p: &Path) -> Stamp {
+    use std::hash::{Hash, Hasher};
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(p).ok().map(|m| {
-        (
-            m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            m.len(),
-            m.ino(),
-        )
-    })
+    let m = std::fs::metadata(p).ok()?;
+    let content = std::fs::read(p).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    content.hash(&mut h);
+    Some((
+        m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        m.len(),
+        m.ino(),
+        h.finish(),
+    ))
 }
 
 fn stamps(files: &[PathBuf]) -> Vec<Stamp> {
     files.iter().map(|f| stamp(f)).collect()
+}
+
+/// Waits until the files read the same twice in a row (or `SETTLE_MAX`).
+async fn settled(files: &[PathBuf], mut seen: Vec<Stamp>) -> Vec<Stamp> {
+    let deadline = tokio::time::Instant::now() + SETTLE_MAX;
+    loop {
+        tokio::time::sleep(SETTLE).await;
+        let now = stamps(files);
+        if now == seen || tokio::time::Instant::now() >= deadline {
+            return now;
+        }
+        seen = now;
+    }
+}
+
+/// Whether the files differ from `seen` at some check within `grace`.
+async fn changes_within(files: &[PathBuf], seen: &[Stamp], grace: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(SETTLE).await;
+        if stamps(files) != seen {
+            return true;
+        }
+    }
+    false
 }
 
 pub async fn watch(
@@ -48,83 +89,94 @@ pub async fn watch(
         if !by_signal && now == last {
             continue;
         }
-        reload(
-            &shared,
-            &path,
-            if by_signal { "signal" } else { "file change" },
-        );
-        files = shared.policy.load().watched_files.clone();
-        last = stamps(&files);
+        let trigger = if by_signal { "signal" } else { "file change" };
+        // What is loaded is what was stamped before loading: a write that lands
+        // during the load differs from `last` and is picked up on the next poll,
+        // never marked as seen without being applied.
+        let before = if by_signal {
+            now
+        } else {
+            settled(&files, now).await
+        };
+        match try_reload(&shared, &path, trigger) {
+            Ok(()) => {
+                let new_files = shared.policy.load().watched_files.clone();
+                // The new config may name other key files: those are stamped now.
+                last = if new_files == files {
+                    before
+                } else {
+                    stamps(&new_files)
+                };
+                files = new_files;
+            }
+            Err(errors) => {
+                // A file that changes again soon after was caught mid-write: not
+                // a failed reload, just one to retry. One that stays the same for
+                // FAILURE_GRACE is really invalid: counted once, then left alone
+                // until it changes. A signal means "done editing": no grace.
+                if !by_signal && changes_within(&files, &before, FAILURE_GRACE).await {
+                    continue;
+                }
+                report_failure(&shared, trigger, &errors);
+                last = before;
+            }
+        }
     }
 }
 
-/// Loads, validates and swaps; returns whether the new config is in force.
-pub fn reload(shared: &Shared, path: &Path, trigger: &str) -> bool {
-    let old = shared.policy.load_full();
-    match crate::config::load(path) {
-        Err(errs) => {
-            for e in &errs.0 {
-                tracing::error!(trigger, "Config reload refused: {e}");
-            }
-            shared
-                .metrics
-                .config_reloads
-                .with_label_values(&["failure"])
-                .inc();
-            false
-        }
-        Ok(mut new) => {
-            new.generation = old.generation + 1;
-            shared.jwks.attach(&mut new, &shared.metrics.jwks_refresh);
-            if new.listen != old.listen
-                || new.admin != old.admin
-                || new.tls.is_some() != old.tls.is_some()
-            {
-                tracing::warn!(
-                    "Listener, admin or TLS settings changed: they take effect after a restart"
-                );
-                new.listen = old.listen;
-                new.admin = old.admin;
-            }
-            if new.decision_log != old.decision_log {
-                tracing::warn!("decision_log changed: it takes effect after a restart");
-            }
-            let upstream_changed = format!("{:?}", new.upstream) != format!("{:?}", old.upstream);
-            if upstream_changed {
-                match Upstream::new(&new.upstream) {
-                    Ok(u) => shared.upstream.store(Arc::new(u)),
-                    Err(e) => {
-                        tracing::error!(trigger, "Config reload refused: upstream: {e}");
-                        shared
-                            .metrics
-                            .config_reloads
-                            .with_label_values(&["failure"])
-                            .inc();
-                        return false;
-                    }
-                }
-            }
-            let (added, removed, modified) = diff(&old, &new);
-            tracing::info!(
-                trigger,
-                generation = new.generation,
-                actions = new.actions.len(),
-                issuers = new.issuers.len(),
-                added = ?added,
-                removed = ?removed,
-                modified = ?modified,
-                "Config reloaded"
-            );
-            shared.metrics.config_generation.set(new.generation as i64);
-            shared.policy.store(Arc::new(new));
-            shared
-                .metrics
-                .config_reloads
-                .with_label_values(&["success"])
-                .inc();
-            true
-        }
+fn report_failure(shared: &Shared, trigger: &str, errors: &[String]) {
+    for e in errors {
+        tracing::error!(trigger, "Config reload refused: {e}");
     }
+    shared
+        .metrics
+        .config_reloads
+        .with_label_values(&["failure"])
+        .inc();
+}
+
+/// Loads, validates and swaps. A success is logged and counted here; a
+/// failure is returned uncounted, for the caller to decide whether it was a
+/// half-written file (retried) or a real failure (reported).
+fn try_reload(shared: &Shared, path: &Path, trigger: &str) -> Result<(), Vec<String>> {
+    let old = shared.policy.load_full();
+    let mut new = crate::config::load(path)
+        .map_err(|errs| errs.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    new.generation = old.generation + 1;
+    shared.jwks.attach(&mut new, &shared.metrics.jwks_refresh);
+    if new.listen != old.listen || new.admin != old.admin || new.tls.is_some() != old.tls.is_some()
+    {
+        tracing::warn!("Listener, admin or TLS settings changed: they take effect after a restart");
+        new.listen = old.listen;
+        new.admin = old.admin;
+    }
+    if new.decision_log != old.decision_log {
+        tracing::warn!("decision_log changed: it takes effect after a restart");
+    }
+    let upstream_changed = format!("{:?}", new.upstream) != format!("{:?}", old.upstream);
+    if upstream_changed {
+        let u = Upstream::new(&new.upstream).map_err(|e| vec![format!("upstream: {e}")])?;
+        shared.upstream.store(Arc::new(u));
+    }
+    let (added, removed, modified) = diff(&old, &new);
+    tracing::info!(
+        trigger,
+        generation = new.generation,
+        actions = new.actions.len(),
+        issuers = new.issuers.len(),
+        added = ?added,
+        removed = ?removed,
+        modified = ?modified,
+        "Config reloaded"
+    );
+    shared.metrics.config_generation.set(new.generation as i64);
+    shared.policy.store(Arc::new(new));
+    shared
+        .metrics
+        .config_reloads
+        .with_label_values(&["success"])
+        .inc();
+    Ok(())
 }
 
 /// Action names added, removed and modified between two policies.

@@ -106,6 +106,7 @@ fn seeds_reach_allow() {
             target,
             host: None,
             headers: &headers,
+            form_body: None,
         };
         let creds = writ::pipeline::Credentials::Header;
         let d = writ::pipeline::decide(policy, None, &req, &creds, checks::NOW, false);

@@ -166,7 +166,7 @@ fn base_padded_to_reports_length() -> String {
 }
 
 #[test]
-fn sighup_reloads_the_config() {
+fn same_size_same_mtime_rewrite_is_seen_by_its_content_then_sighup_reloads_again() {
     let env = Env::start(&base_padded_to_reports_length());
     let token = env.token(SCOPES);
     assert_reports_unmatched(&env, &token);
@@ -178,8 +178,9 @@ fn sighup_reloads_the_config() {
         text.len() as u64,
         "same size as the running config"
     );
-    // Rewrite in place (same inode, same size) and put the old mtime back: a metadata poller
-    // sees nothing, so it is the signal that must make writ re-read the file.
+    // Rewrite in place (same inode, same size) and put the old mtime back, as two writes
+    // within one tick of the kernel's coarse file clock do: only the content tells the
+    // versions apart, and the poller reads it (round two: a valid file is never left unapplied).
     fs::write(&path, &text).unwrap();
     fs::File::options()
         .write(true)
@@ -187,11 +188,20 @@ fn sighup_reloads_the_config() {
         .unwrap()
         .set_modified(meta.modified().unwrap())
         .unwrap();
-    thread::sleep(Duration::from_millis(700));
-    env.writ.signal("HUP");
     let since = Instant::now();
     assert_reports_allowed_soon(&env, &token, since);
     assert_one_successful_reload(&env);
+    // SIGHUP reloads too, whatever the file looks like.
+    env.writ.signal("HUP");
+    let ok = eventually_within(Duration::from_secs(2), || {
+        (generation(&env.writ) == 3.0).then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "SIGHUP did not reload:\n{}",
+        env.writ.stderr()
+    );
+    assert_eq!(reloads(&env.writ, "success"), 2.0);
     assert_eq!(reloads(&env.writ, "failure"), 0.0);
 }
 
@@ -587,4 +597,104 @@ fn twenty_reloads_under_load_fail_no_request_and_change_no_decision() {
             .all(|q| q.path().starts_with("/items/")),
         "a refused request reached the backend"
     );
+}
+
+/// The config with one marker action `/marker/vNNNN` (public); every version has the same
+/// length, so size never tells two versions apart.
+fn marker_text(env: &Env, n: usize) -> String {
+    let actions = format!(
+        "{LOAD_A}  - name: marker\n    methods: [GET]\n    path: /marker/v{n:04}\n    public: true\n"
+    );
+    text_for(env, &actions)
+}
+
+/// Rewrites `path` in place the way editors and `kubectl cp` do: truncate, then the
+/// content in two writes with a pause between them (a reader may see an empty or half file).
+fn rewrite_in_place(path: &Path, text: &str, pause: Duration) {
+    use std::io::Write;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .unwrap();
+    let half = text.len() / 2;
+    f.write_all(&text.as_bytes()[..half]).unwrap();
+    f.flush().unwrap();
+    thread::sleep(pause);
+    f.write_all(&text.as_bytes()[half..]).unwrap();
+    f.flush().unwrap();
+}
+
+fn marker_applied(env: &Env, n: usize) -> bool {
+    try_request(
+        env.writ.addr(),
+        "GET",
+        &format!("/marker/v{n:04}"),
+        &[],
+        b"",
+    )
+    .is_ok_and(|r| r.status == 200)
+}
+
+#[test]
+fn in_place_rewrites_under_load_apply_every_settled_version_and_count_no_failure() {
+    const ROUNDS: usize = 150;
+    const APPLIED_WITHIN: Duration = Duration::from_secs(3);
+    let env = Arc::new(Env::start(LOAD_A));
+    let token = env.token("items:read");
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (env, token, stop) = (Arc::clone(&env), token.clone(), Arc::clone(&stop));
+        thread::spawn(move || load_client(&env, &token, &stop))
+    };
+    let started = Instant::now();
+    let mut late = Vec::new();
+    let mut waited = 0;
+    for n in 1..=ROUNDS {
+        // Pauses of 0-60 ms inside a write; bursts of rewrites with no pause between them
+        // (same size, often the same coarse mtime); every third version waited for. Every
+        // 15th write pauses 500-900 ms half-way, longer than a poll interval, so a poll
+        // surely reads the half file (and the waits stop being in phase with the polls).
+        let pause = if n % 15 == 0 {
+            Duration::from_millis(500 + (n as u64 * 37) % 400)
+        } else {
+            Duration::from_millis(20 * (n % 4) as u64)
+        };
+        rewrite_in_place(env.writ.config_path(), &marker_text(&env, n), pause);
+        if n % 3 == 0 || n == ROUNDS {
+            waited += 1;
+            if eventually_within(APPLIED_WITHIN, || marker_applied(&env, n).then_some(())).is_none()
+            {
+                late.push(n);
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let load = client.join().unwrap();
+    eprintln!(
+        "{ROUNDS} in-place rewrites ({waited} waited for) in {elapsed:?}; {} requests under load",
+        load.sent
+    );
+    assert!(
+        late.is_empty(),
+        "versions not applied within {APPLIED_WITHIN:?}: {late:?}\n{}",
+        env.writ.stderr()
+    );
+    assert_eq!(
+        reloads(&env.writ, "failure"),
+        0.0,
+        "a half-written file was counted as a failed reload:\n{}",
+        env.writ.stderr()
+    );
+    assert!(
+        load.failures.is_empty(),
+        "{} requests failed during the rewrites; first: {:#?}",
+        load.failures.len(),
+        &load.failures[..load.failures.len().min(5)]
+    );
+    // The last version is in force and stays so.
+    thread::sleep(Duration::from_millis(600));
+    assert!(marker_applied(&env, ROUNDS));
+    assert!(!marker_applied(&env, ROUNDS - 1));
 }

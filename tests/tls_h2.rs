@@ -467,6 +467,34 @@ fn h2c_prior_knowledge_works_on_the_plain_listener() {
 }
 
 #[test]
+fn h2_cookie_crumbs_reach_an_http1_backend_as_one_line_rfc9113_8_2_3() {
+    let env = Env::start(ACTIONS);
+    let addr = env.writ.addr();
+    let answer = block_on(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut c = h2_client(tcp).await;
+        collect(
+            c.send_request(req(
+                "GET",
+                &format!("http://{addr}/public/page"),
+                &[
+                    ("cookie", "a=1"),
+                    ("cookie", "b=2"),
+                    ("cookie", "session=x y"),
+                ],
+                b"",
+            ))
+            .await
+            .expect("h2c request"),
+        )
+        .await
+    });
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let seen = env.backend.single();
+    assert_eq!(seen.header_all("cookie"), vec!["a=1; b=2; session=x y"]);
+}
+
+#[test]
 fn h2_denied_streams_never_reach_the_backend_even_interleaved() {
     let env = Env::start(ACTIONS);
     let addr = env.writ.addr();

@@ -245,6 +245,7 @@ fn probe_policy(policy: &Policy) {
                 target,
                 host: Some("Example.COM."),
                 headers: &headers,
+                form_body: None,
             };
             let d = decide(policy, None, &req, &creds, NOW, true);
             assert_sound(policy, &d);
@@ -339,6 +340,7 @@ fn decide_fixed(headers: &HeaderMap, creds: &Credentials) {
             target,
             host: Some("orders.example.com"),
             headers,
+            form_body: None,
         };
         let d = decide(policy, None, &req, creds, NOW, false);
         assert_sound(policy, &d);
@@ -589,6 +591,7 @@ fn evaluate(policy: &Policy, case: &Case) -> Result<Decision, String> {
         target: &case.request.path,
         host: case.request.host.as_deref(),
         headers: &headers,
+        form_body: None,
     };
     Ok(decide(policy, None, &req, &creds, NOW, false))
 }

@@ -37,6 +37,10 @@ pub struct Claims {
     pub act: Result<Vec<Actor>, String>,
     /// A `cnf` claim: sender-constrained tokens are refused until PoP exists.
     pub has_cnf: bool,
+    /// Two member names (at any depth) equal under case folding: Go's
+    /// `encoding/json` matches names case-insensitively, last one wins
+    /// (golang/go#43664), so a backend could read another `sub` than writ.
+    pub names_collide: bool,
     pub raw: Map<String, Value>,
 }
 
@@ -61,6 +65,7 @@ impl Claims {
             scopes: parse_scopes(&raw),
             act: parse_act(raw.get("act")),
             has_cnf: raw.contains_key("cnf"),
+            names_collide: names_collide(&raw),
             raw,
         }
     }
@@ -68,6 +73,26 @@ impl Claims {
     pub fn is_delegated(&self) -> bool {
         matches!(&self.act, Ok(a) if !a.is_empty())
     }
+}
+
+/// Whether any object in `map` (itself included) has two member names that
+/// fold to the same text. Folding is Unicode, upper then lower, so `ſ`/`s` and
+/// the Kelvin sign/`k` collide as they do under Go's `strings.EqualFold`.
+fn names_collide(map: &Map<String, Value>) -> bool {
+    fn object(map: &Map<String, Value>) -> bool {
+        let mut seen = std::collections::HashSet::with_capacity(map.len());
+        map.keys()
+            .any(|k| !seen.insert(k.to_uppercase().to_lowercase()))
+            || map.values().any(value)
+    }
+    fn value(v: &Value) -> bool {
+        match v {
+            Value::Object(m) => object(m),
+            Value::Array(a) => a.iter().any(value),
+            _ => false,
+        }
+    }
+    object(map)
 }
 
 fn numeric(raw: &Map<String, Value>, k: &str) -> Result<Option<f64>, String> {
@@ -256,6 +281,16 @@ mod tests {
             deep = json!({"sub": "s", "act": deep});
         }
         assert!(claims(json!({ "act": deep })).act.is_err());
+    }
+
+    #[test]
+    fn names_that_fold_alike_collide() {
+        assert!(claims(json!({"sub": "a", "SUB": "b"})).names_collide);
+        assert!(claims(json!({"scope": "a", "Scope": "b"})).names_collide);
+        assert!(claims(json!({"act": {"sub": "a", "Sub": "b"}})).names_collide);
+        assert!(claims(json!({"x": [{"k": 1, "\u{212a}": 2}]})).names_collide);
+        assert!(claims(json!({"s": 1, "\u{17f}": 2})).names_collide);
+        assert!(!claims(json!({"sub": "a", "scope": "b", "act": {"sub": "c"}})).names_collide);
     }
 
     #[test]

@@ -115,6 +115,7 @@ pub fn run(args: Args) -> u8 {
         target: &args.path,
         host: args.host.as_deref(),
         headers: &headers,
+        form_body: None,
     };
     let d = pipeline::decide(&policy, None, &req, &creds, clock.now(), true);
     let allowed = !matches!(d.verdict, Verdict::Deny(_));

@@ -121,6 +121,7 @@ pub fn evaluate(policy: &Policy, case: &Case, now: f64) -> Result<Outcome, Strin
         target: &case.request.path,
         host: case.request.host.as_deref(),
         headers: &headers,
+        form_body: None,
     };
     let d = pipeline::decide(policy, None, &req, &creds, now, false);
     let action = d.action.map(|i| policy.action(i).name.clone());

@@ -626,7 +626,7 @@ fn action(cx: &mut Ctx<'_>, a: &raw::RawAction, requests: &Requests) -> Option<A
             {
                 cx.err(m, format!("`{v}` is not a valid HTTP method"));
                 ok = false;
-            } else if v == "CONNECT" || v == "TRACE" {
+            } else if v.eq_ignore_ascii_case("CONNECT") || v.eq_ignore_ascii_case("TRACE") {
                 cx.err(
                     m,
                     format!("{v} is always refused by writ and cannot be named"),

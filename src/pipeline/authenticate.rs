@@ -163,6 +163,21 @@ pub fn check_time_and_shape(
         }
         _ => {}
     }
+    if let Some(at) = times.auth_time
+        && at > now + leeway
+    {
+        // A future `auth_time` would satisfy `auth_max_age` forever.
+        return Err(Denial::new(
+            Reason::MalformedToken,
+            "`auth_time` is in the future",
+        ));
+    }
+    if c.names_collide {
+        return Err(Denial::new(
+            Reason::MalformedToken,
+            "claim names differ only by case",
+        ));
+    }
     if let Err(e) = &c.act {
         return Err(Denial::new(
             Reason::MalformedToken,
@@ -172,18 +187,21 @@ pub fn check_time_and_shape(
     // Identities travel upstream in headers: a subject that is missing, empty or
     // that a header cannot carry is refused rather than dropped (RFC 9068
     // requires `sub`; a call must never look anonymous).
-    let unsafe_id = |s: &str| s.is_empty() || s.bytes().any(|b| b < 0x20 || b == 0x7f);
+    // Header parsers strip surrounding whitespace (`" admin"` arrives as
+    // `admin`), so such a subject is refused too.
+    let unsafe_id =
+        |s: &str| s.is_empty() || s.bytes().any(|b| b < 0x20 || b == 0x7f) || s.trim() != s;
     if c.sub.as_deref().is_none_or(unsafe_id) {
         return Err(Denial::new(
             Reason::MalformedToken,
-            "`sub` must be a non-empty string without control characters",
+            "`sub` must be a non-empty string without control characters or surrounding whitespace",
         ));
     }
     let actors = c.act.as_deref().unwrap_or(&[]);
     if actors.iter().any(|a| unsafe_id(&a.sub)) {
         return Err(Denial::new(
             Reason::MalformedToken,
-            "`sub` contains control characters",
+            "`act.sub` contains control characters or surrounding whitespace",
         ));
     }
     if c.has_cnf {

@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use super::Trace;
+use super::normalize::decode_path_value;
 use crate::auth::token::Verified;
 use crate::config::raw::DelegationMode;
 use crate::decision::{Denial, Permit, Reason};
@@ -31,7 +32,7 @@ pub fn authorize(
     trace.check("authorize", "step-up", r.as_ref().err());
     r?;
     let chain = v.claims.act.as_deref().unwrap_or(&[]);
-    Ok(Permit::allow(
+    Ok(Permit::verified(
         v.claims.sub.clone(),
         chain.first().map(|a| a.sub.clone()),
     ))
@@ -158,12 +159,26 @@ fn claims(action: &Action, params: &[(String, String)], v: &Verified) -> Result<
                 format!("claim `{name}` is missing"),
             ));
         };
+        // Bindings compare the segment as the backend decodes it (`m%C3%BCnchen`
+        // is `münchen`; `a%20b` is `a b`), never the escaped text.
+        let bound = match rule {
+            ClaimRule::Equals(_) => None,
+            ClaimRule::Param(p) => match params.iter().find(|(n, _)| n == p) {
+                None => None,
+                Some((_, raw)) => match decode_path_value(raw) {
+                    Some(v) => Some(v),
+                    None => {
+                        return Err(Denial::new(
+                            Reason::BadRequest,
+                            format!("path parameter `{p}` is not UTF-8 once percent-decoded"),
+                        ));
+                    }
+                },
+            },
+        };
         let one = |c: &Value| match rule {
             ClaimRule::Equals(w) => scalar_eq(c, w),
-            ClaimRule::Param(p) => params
-                .iter()
-                .find(|(n, _)| n == p)
-                .is_some_and(|(_, val)| param_eq(c, val)),
+            ClaimRule::Param(_) => bound.as_deref().is_some_and(|val| param_eq(c, val)),
         };
         let ok = match claim {
             Value::Array(items) => items.iter().any(one),

@@ -43,6 +43,25 @@ pub struct RequestParts<'a> {
     /// `Host` (or `:authority`) as received.
     pub host: Option<&'a str>,
     pub headers: &'a HeaderMap,
+    /// The whole body of an `application/x-www-form-urlencoded` request (see
+    /// [`is_form_body`]), read by the caller up to [`MAX_FORM_BODY`] bytes:
+    /// frameworks take `_method` from it. `None` where there is no body to read.
+    pub form_body: Option<&'a [u8]>,
+}
+
+/// The most of a form body writ reads to look for `_method`; larger is 413.
+pub const MAX_FORM_BODY: usize = 1024 * 1024;
+
+/// Whether the request carries a form body that must be read before deciding
+/// (`Content-Type: application/x-www-form-urlencoded`, parameters allowed).
+pub fn is_form_body(headers: &HeaderMap) -> bool {
+    headers.get_all(http::header::CONTENT_TYPE).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b';')
+            .next()
+            .map(|t| t.trim_ascii())
+            .is_some_and(|t| t.eq_ignore_ascii_case(b"application/x-www-form-urlencoded"))
+    })
 }
 
 /// One check for `writ explain`.
@@ -93,16 +112,20 @@ pub struct Decision {
     pub params: Vec<(String, String)>,
     pub token: Option<Arc<Verified>>,
     pub checks: Vec<Check>,
+    /// The form body to forward instead of the client's, when `method_override:
+    /// strip` removed `_method` pairs from it.
+    pub form_body: Option<Vec<u8>>,
 }
 
-/// Header names are compared case-insensitively with `_` read as `-`, the way
-/// CGI/WSGI backends fold them (oauth2-proxy CVE-2025-64484).
+/// Header names are compared case-insensitively with `_` and `.` read as `-`,
+/// the way CGI/WSGI and PHP backends fold them into `HTTP_X_WRIT_SUBJECT`
+/// (oauth2-proxy CVE-2025-64484).
 pub fn header_is(name: &str, canonical: &str) -> bool {
     name.len() == canonical.len()
         && name
             .bytes()
             .zip(canonical.bytes())
-            .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
+            .all(|(a, b)| a.to_ascii_lowercase() == b || ((a == b'_' || a == b'.') && b == b'-'))
 }
 
 pub fn decide(
@@ -126,6 +149,7 @@ pub fn decide(
         params: Vec::new(),
         token: None,
         checks: Vec::new(),
+        form_body: None,
     };
     d.verdict = run(policy, cache, req, creds, now, &mut t, &mut d);
     d.checks = t.into_checks();
@@ -168,6 +192,24 @@ fn run(
         }
         target.query = normalize::strip_method_override(q);
     }
+    if let Some(body) = req.form_body
+        && normalize::form_has_method_override(body)
+    {
+        let stripped = (policy.requests.method_override != Choice::Reject)
+            .then(|| normalize::strip_form_method_override(body))
+            .flatten();
+        match stripped {
+            Some(b) => d.form_body = Some(b),
+            None => {
+                let e = Denial::new(
+                    Reason::MethodOverride,
+                    "`_method` in a form body is refused",
+                );
+                t.check("normalize", "override inputs", Some(&e));
+                return Verdict::Deny(e);
+            }
+        }
+    }
     t.check("normalize", "override inputs", None);
 
     // Stage 2: classify.
@@ -190,13 +232,13 @@ fn run(
             if policy.defaults.unmatched_allow {
                 t.check("classify", "action", None);
                 return Verdict::Allow {
-                    permit: Permit::allow(None, None),
+                    permit: Permit::unauthenticated(),
                     reason: Reason::Allowed,
                 };
             }
             let e = Denial::new(Reason::NoMatchingAction, "no action matches this request");
             t.check("classify", "action", Some(&e));
-            return audit_or_deny(policy.defaults.mode, e);
+            return audit_or_deny(policy.defaults.mode, e, false);
         }
     };
     t.check("classify", "action", None);
@@ -206,7 +248,7 @@ fn run(
     let mode = action.mode.unwrap_or(policy.defaults.mode);
     if action.public {
         return Verdict::Allow {
-            permit: Permit::allow(None, None),
+            permit: Permit::unauthenticated(),
             reason: Reason::Public,
         };
     }
@@ -214,7 +256,7 @@ fn run(
     // Stage 3: authenticate.
     let v = match authenticate::authenticate(policy, cache, req.headers, creds, action, now, t) {
         Ok(v) => v,
-        Err(e) => return audit_or_deny(mode, e),
+        Err(e) => return audit_or_deny(mode, e, false),
     };
     d.token = Some(v.clone());
 
@@ -224,14 +266,15 @@ fn run(
             permit,
             reason: Reason::Allowed,
         },
-        Err(e) => audit_or_deny(mode, e),
+        Err(e) => audit_or_deny(mode, e, true),
     }
 }
 
-fn audit_or_deny(mode: Mode, e: Denial) -> Verdict {
+/// `token_verified`: whether authentication passed before the denial.
+fn audit_or_deny(mode: Mode, e: Denial, token_verified: bool) -> Verdict {
     match mode {
         Mode::Audit => Verdict::AuditDeny {
-            permit: Permit::audit_pass(),
+            permit: Permit::audit_pass(token_verified),
             denial: e,
         },
         Mode::Enforce => Verdict::Deny(e),
@@ -245,6 +288,19 @@ fn admit(policy: &Policy, req: &RequestParts<'_>) -> Result<(), Denial> {
         return Err(Denial::new(
             Reason::MethodNotAllowed,
             format!("{m} is never allowed"),
+        ));
+    }
+    // `delete` or `Get` is neither DELETE nor an extension method: frameworks
+    // that upper-case methods (Werkzeug, Django) would run the DELETE handler,
+    // so a case variant never reaches a `*` action (round-two settlement).
+    if !STANDARD_METHODS.contains(&m)
+        && (STANDARD_METHODS.iter().any(|s| s.eq_ignore_ascii_case(m))
+            || m.eq_ignore_ascii_case("CONNECT")
+            || m.eq_ignore_ascii_case("TRACE"))
+    {
+        return Err(Denial::new(
+            Reason::MethodNotAllowed,
+            "method names are case-sensitive: a case variant of a standard method is refused",
         ));
     }
     if !STANDARD_METHODS.contains(&m) && !policy.named_methods.contains(m) && !policy.any_method {

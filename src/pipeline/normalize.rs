@@ -262,15 +262,64 @@ fn query_pairs(query: &str) -> impl Iterator<Item = &str> {
 
 fn is_method_override_pair(pair: &&str) -> bool {
     let name = decode_component(pair.split('=').next().unwrap_or(""));
-    let canonical: String = name
+    // PHP cuts a name at NUL; other parsers trim trailing whitespace or control
+    // bytes: whatever such a framework would still read as `_method` counts.
+    let name = name.split('\0').next().unwrap_or("");
+    let name = name
         .trim_start_matches(' ')
+        .trim_end_matches(|c: char| c.is_whitespace() || c.is_control());
+    let canonical: String = name
         .chars()
         .map(|c| match c {
             '.' | ' ' | '[' => '_',
             c => c.to_ascii_lowercase(),
         })
         .collect();
-    canonical == "_method"
+    // `_method[]` / `_method[x]`: PHP builds an array that some frameworks read.
+    canonical == "_method" || (canonical.starts_with("_method_") && name[7..].starts_with('['))
+}
+
+/// Whether an `application/x-www-form-urlencoded` body carries `_method`
+/// (Rails, Laravel and Symfony read it from the body of a POST), with the same
+/// name folding as the query.
+pub fn form_has_method_override(body: &[u8]) -> bool {
+    query_has_method_override(&String::from_utf8_lossy(body))
+}
+
+/// The form body without its `_method` pairs, for `method_override: strip`;
+/// `None` when it cannot be rewritten faithfully (not UTF-8).
+pub fn strip_form_method_override(body: &[u8]) -> Option<Vec<u8>> {
+    let s = std::str::from_utf8(body).ok()?;
+    Some(strip_method_override(s).unwrap_or_default().into_bytes())
+}
+
+/// A normalized path segment (or `{*rest}` value) as the backend's router
+/// decodes it: every `%XX` to its byte, `+` left alone (it is literal in a
+/// path). `None` when the bytes are not UTF-8: such a value cannot equal a claim.
+pub fn decode_path_value(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return Some(s.to_string());
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(h << 4 | l);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn decode_component(s: &str) -> String {

@@ -63,6 +63,7 @@ fn decide_at(p: &Policy, method: &str, target: &str, c: &Credentials, now: f64) 
         target,
         host: None,
         headers: &headers,
+        form_body: None,
     };
     decide(p, None, &req, c, now, true)
 }

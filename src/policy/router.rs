@@ -1,10 +1,15 @@
 //! The classification index: a segment trie. Lookup cost depends on the number of
 //! path segments, never on the number of actions (SPEC: Templates).
 //!
-//! Precedence is the walk order: at each segment the literal child is tried first,
-//! then the `{param}` child, then `{*rest}` endpoints; the first node (leftmost
-//! difference wins) with an endpoint for the request's method and host is the match.
-//! Among endpoints of one node, one whose `host` matches beats one without.
+//! The virtual host decides first (SPEC, round-two settlements), as in nginx and
+//! Envoy: actions with a `host` live in that host's own trie, and a request whose
+//! host has one is classified there first; only when nothing there takes the
+//! method and path do the host-less actions get their turn. A host-less literal
+//! can therefore never outrank a host's own catch-all.
+//!
+//! Within one trie, precedence is the walk order: at each segment the literal
+//! child is tried first, then the `{param}` child, then `{*rest}` endpoints; the
+//! first node (leftmost difference wins) with an endpoint for the method wins.
 
 use std::collections::HashMap;
 
@@ -39,7 +44,6 @@ impl Methods {
 #[derive(Debug, Clone)]
 struct Endpoint {
     action: usize,
-    host: Option<String>,
     methods: Methods,
     params: Vec<String>,
 }
@@ -78,16 +82,35 @@ pub struct Conflict {
 
 #[derive(Debug, Clone)]
 pub struct Router {
+    /// Every trie's nodes; node 0 is the root of the host-less trie.
     nodes: Vec<Node>,
+    /// Root node of each host's trie (hosts canonical: lowercase, no port).
+    hosts: HashMap<String, usize>,
     case_sensitive: bool,
 }
+
+/// Root of the host-less trie.
+const ANY_HOST: usize = 0;
 
 impl Router {
     pub fn new(case_sensitive: bool) -> Self {
         Router {
             nodes: vec![Node::default()],
+            hosts: HashMap::new(),
             case_sensitive,
         }
+    }
+
+    fn root_for_insert(&mut self, host: Option<String>) -> usize {
+        let Some(h) = host else {
+            return ANY_HOST;
+        };
+        if let Some(&r) = self.hosts.get(&h) {
+            return r;
+        }
+        let r = self.push_node();
+        self.hosts.insert(h, r);
+        r
     }
 
     /// Adds an action; fails when another action has the same method, host and
@@ -99,7 +122,7 @@ impl Router {
         host: Option<String>,
         methods: Methods,
     ) -> Result<(), Conflict> {
-        let mut node = 0;
+        let mut node = self.root_for_insert(host);
         let mut is_rest = false;
         for seg in &template.segments {
             match seg {
@@ -133,7 +156,6 @@ impl Router {
         }
         let ep = Endpoint {
             action,
-            host,
             methods,
             params: template.param_names(),
         };
@@ -143,9 +165,7 @@ impl Router {
             &mut self.nodes[node].endpoints
         };
         for other in list.iter() {
-            if other.host == ep.host
-                && let Some(method) = other.methods.overlaps(&ep.methods)
-            {
+            if let Some(method) = other.methods.overlaps(&ep.methods) {
                 return Err(Conflict {
                     existing: other.action,
                     method,
@@ -169,21 +189,27 @@ impl Router {
         host: Option<&str>,
         segments: &[&str],
     ) -> Result<RouteMatch, NoMatch> {
+        let host_root = host.and_then(|h| self.hosts.get(h).copied());
         let mut captured: Vec<&str> = Vec::with_capacity(4);
         let mut lower = String::new();
-        if let Some((ep, rest)) = self.walk(0, segments, method, host, &mut captured, &mut lower) {
-            let mut values: Vec<String> = captured.iter().map(|s| s.to_string()).collect();
-            if let Some(rest) = rest {
-                values.push(rest);
+        for root in host_root.into_iter().chain([ANY_HOST]) {
+            captured.clear();
+            if let Some((ep, rest)) = self.walk(root, segments, method, &mut captured, &mut lower) {
+                let mut values: Vec<String> = captured.iter().map(|s| s.to_string()).collect();
+                if let Some(rest) = rest {
+                    values.push(rest);
+                }
+                let params = ep.params.iter().cloned().zip(values).collect();
+                return Ok(RouteMatch {
+                    action: ep.action,
+                    params,
+                });
             }
-            let params = ep.params.iter().cloned().zip(values).collect();
-            return Ok(RouteMatch {
-                action: ep.action,
-                params,
-            });
         }
         let mut allowed = Vec::new();
-        self.collect_methods(0, segments, host, &mut allowed);
+        for root in host_root.into_iter().chain([ANY_HOST]) {
+            self.collect_methods(root, segments, &mut allowed);
+        }
         if allowed.is_empty() {
             Err(NoMatch::NotFound)
         } else {
@@ -198,13 +224,12 @@ impl Router {
         node: usize,
         segs: &[&'p str],
         method: &str,
-        host: Option<&str>,
         captured: &mut Vec<&'p str>,
         lower: &mut String,
     ) -> Option<(&'a Endpoint, Option<String>)> {
         let n = &self.nodes[node];
         let Some((first, rest_segs)) = segs.split_first() else {
-            return pick(&n.endpoints, method, host).map(|e| (e, None));
+            return pick(&n.endpoints, method).map(|e| (e, None));
         };
         let child = if self.case_sensitive {
             n.literals.get(*first)
@@ -214,7 +239,7 @@ impl Router {
             n.literals.get(lower.as_str())
         };
         if let Some(&c) = child
-            && let Some(found) = self.walk(c, rest_segs, method, host, captured, lower)
+            && let Some(found) = self.walk(c, rest_segs, method, captured, lower)
         {
             return Some(found);
         }
@@ -222,24 +247,18 @@ impl Router {
             && !first.is_empty()
         {
             captured.push(first);
-            if let Some(found) = self.walk(p, rest_segs, method, host, captured, lower) {
+            if let Some(found) = self.walk(p, rest_segs, method, captured, lower) {
                 return Some(found);
             }
             captured.pop();
         }
-        pick(&n.rest, method, host).map(|e| (e, Some(segs.join("/"))))
+        pick(&n.rest, method).map(|e| (e, Some(segs.join("/"))))
     }
 
-    fn collect_methods(
-        &self,
-        node: usize,
-        segs: &[&str],
-        host: Option<&str>,
-        out: &mut Vec<String>,
-    ) {
+    fn collect_methods(&self, node: usize, segs: &[&str], out: &mut Vec<String>) {
         let n = &self.nodes[node];
         let add = |eps: &[Endpoint], out: &mut Vec<String>| {
-            for e in eps.iter().filter(|e| host_ok(e, host)) {
+            for e in eps {
                 match &e.methods {
                     Methods::Any => out.push("*".into()),
                     Methods::List(l) => out.extend(l.iter().cloned()),
@@ -256,38 +275,21 @@ impl Router {
             first.to_lowercase()
         };
         if let Some(&c) = n.literals.get(&key) {
-            self.collect_methods(c, rest, host, out);
+            self.collect_methods(c, rest, out);
         }
         if let Some(p) = n.param
             && !first.is_empty()
         {
-            self.collect_methods(p, rest, host, out);
+            self.collect_methods(p, rest, out);
         }
         add(&n.rest, out);
     }
 }
 
-fn host_ok(e: &Endpoint, host: Option<&str>) -> bool {
-    match &e.host {
-        None => true,
-        Some(h) => host == Some(h.as_str()),
-    }
-}
-
-/// Host-specific endpoints first, then host-less ones.
-fn pick<'a>(eps: &'a [Endpoint], method: &str, host: Option<&str>) -> Option<&'a Endpoint> {
-    let mut fallback = None;
-    for e in eps {
-        if !e.methods.contains(method) {
-            continue;
-        }
-        match &e.host {
-            Some(h) if host == Some(h.as_str()) => return Some(e),
-            Some(_) => {}
-            None => fallback = fallback.or(Some(e)),
-        }
-    }
-    fallback
+/// The first endpoint of a node that takes the method (one trie holds one host,
+/// and at most one endpoint per method and shape, so order is immaterial).
+fn pick<'a>(eps: &'a [Endpoint], method: &str) -> Option<&'a Endpoint> {
+    eps.iter().find(|e| e.methods.contains(method))
 }
 
 #[cfg(test)]

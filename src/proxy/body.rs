@@ -13,8 +13,14 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 pub struct ClientBody {
-    inner: Incoming,
+    inner: Source,
     failed: Arc<AtomicBool>,
+}
+
+enum Source {
+    Stream(Incoming),
+    /// A body writ had to read whole before deciding (a form body).
+    Buffered(Option<Bytes>),
 }
 
 impl ClientBody {
@@ -22,7 +28,19 @@ impl ClientBody {
         let failed = Arc::new(AtomicBool::new(false));
         (
             ClientBody {
-                inner,
+                inner: Source::Stream(inner),
+                failed: failed.clone(),
+            },
+            failed,
+        )
+    }
+
+    /// A body already read in full; it cannot fail.
+    pub fn buffered(bytes: Bytes) -> (ClientBody, Arc<AtomicBool>) {
+        let failed = Arc::new(AtomicBool::new(false));
+        (
+            ClientBody {
+                inner: Source::Buffered((!bytes.is_empty()).then_some(bytes)),
                 failed: failed.clone(),
             },
             failed,
@@ -39,8 +57,12 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
+        let inner = match &mut this.inner {
+            Source::Buffered(b) => return Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Source::Stream(s) => s,
+        };
         loop {
-            return match Pin::new(&mut this.inner).poll_frame(cx) {
+            return match Pin::new(&mut *inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(f))) if f.is_trailers() => continue,
                 Poll::Ready(Some(Err(e))) => {
                     this.failed.store(true, Ordering::Relaxed);
@@ -52,11 +74,17 @@ impl Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Source::Stream(s) => s.is_end_stream(),
+            Source::Buffered(b) => b.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Source::Stream(s) => s.size_hint(),
+            Source::Buffered(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
     }
 }
 

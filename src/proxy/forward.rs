@@ -67,9 +67,18 @@ fn is_client_forbidden(policy: &Policy, name: &str) -> bool {
 }
 
 /// Forwarding metadata a client could use to make a backend believe another
-/// host, scheme, path or peer (RFC 7239 `Forwarded` too: Rack and Spring read it).
-/// writ sets the `X-Forwarded-For/-Host/-Proto` it vouches for itself.
-const SPOOFABLE_FORWARDING: [&str; 11] = [
+/// host, scheme, path, peer or user (RFC 7239 `Forwarded` too: Rack and Spring
+/// read it; Rack reads `X-Forwarded-Ssl` and `X-Forwarded-Scheme` before
+/// `X-Forwarded-Proto`). writ sets the `X-Forwarded-For/-Host/-Proto` it vouches
+/// for itself.
+const SPOOFABLE_FORWARDING: [&str; 18] = [
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "front-end-https",
+    "x-url-scheme",
+    "x-script-name",
+    "x-forwarded-user",
+    "x-remote-user",
     "forwarded",
     "x-forwarded-host",
     "x-forwarded-proto",
@@ -82,6 +91,27 @@ const SPOOFABLE_FORWARDING: [&str; 11] = [
     "x-host",
     "x-envoy-original-path",
 ];
+
+/// HTTP/2 clients may split `Cookie` into one field per crumb; an HTTP/1.1
+/// backend must get them as one line joined with `"; "` (RFC 9113 §8.2.3), not
+/// as several `Cookie` lines that frameworks read differently (first, last).
+fn join_cookie_crumbs(h: &mut HeaderMap) {
+    let mut crumbs = h.get_all(header::COOKIE).iter();
+    if crumbs.next().is_none() || crumbs.next().is_none() {
+        return;
+    }
+    let mut joined: Vec<u8> = Vec::new();
+    for v in h.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    // Every part was a valid header value, so the join is one too.
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        h.insert(header::COOKIE, v);
+    }
+}
 
 pub struct Outbound<'a> {
     pub policy: &'a Policy,
@@ -118,9 +148,12 @@ pub fn prepare(parts: &mut Parts, out: &Outbound<'_>) -> Result<(), http::Error>
     for n in forbidden {
         h.remove(n);
     }
-    if !p.forward_token {
+    // Only a token writ verified on this very request is passed on (public
+    // actions and failed authentication included: those were never verified).
+    if !p.forward_token || !out.permit.token_verified {
         h.remove(header::AUTHORIZATION);
     }
+    join_cookie_crumbs(h);
     // The client's `Expect: 100-continue` was answered by writ when it started
     // streaming the body; the backend gets the body without waiting.
     h.remove(header::EXPECT);

@@ -63,8 +63,8 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
-fn request_id(req: &Request<Incoming>) -> String {
-    req.headers()
+fn request_id(req: &http::request::Parts) -> String {
+    req.headers
         .get(&forward::X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
@@ -91,10 +91,10 @@ fn new_request_id() -> String {
 
 /// The target and host as the client gave them. HTTP/2 always carries scheme
 /// and authority in the URI; for HTTP/1 an authority means absolute-form.
-fn target_and_host(req: &Request<Incoming>) -> Result<(String, Option<String>), Denial> {
-    let uri = req.uri();
+fn target_and_host(req: &http::request::Parts) -> Result<(String, Option<String>), Denial> {
+    let uri = &req.uri;
     let host_header = req
-        .headers()
+        .headers
         .get(http::header::HOST)
         .map(|h| h.to_str().map(str::to_string));
     let host_header = match host_header {
@@ -102,7 +102,7 @@ fn target_and_host(req: &Request<Incoming>) -> Result<(String, Option<String>), 
         Some(Err(_)) => return Err(Denial::new(Reason::BadRequest, "Host header is not ASCII")),
         None => None,
     };
-    if req.version() == Version::HTTP_2 {
+    if req.version == Version::HTTP_2 {
         let target = uri
             .path_and_query()
             .map(|p| p.as_str().to_string())
@@ -155,28 +155,41 @@ pub async fn handle(
     conn: ConnInfo,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let (mut parts, body) = req.into_parts();
     let cx = Ctx {
         policy: shared.policy.load_full(),
         shared,
-        rid: request_id(&req),
-        method: req.method().as_str().to_string(),
+        rid: request_id(&parts),
+        method: parts.method.as_str().to_string(),
         start: Instant::now(),
     };
     let decided = Instant::now();
-    let (target, client_host) = match target_and_host(&req) {
+    let (target, client_host) = match target_and_host(&parts) {
         Ok(x) => x,
         Err(e) => return Ok(cx.reject(None, &e)),
     };
-    let parts = RequestParts {
+    // A form body may carry `_method` (Rails, Laravel, Symfony): it is read,
+    // bounded, before deciding, and the bytes read are the bytes forwarded.
+    let (form, body) = if pipeline::is_form_body(&parts.headers) {
+        let limit = cx.policy.limits.header_read_timeout;
+        match read_form_body(&parts.headers, body, limit).await {
+            Ok(b) => (Some(b), None),
+            Err(e) => return Ok(cx.reject(None, &e)),
+        }
+    } else {
+        (None, Some(body))
+    };
+    let req_parts = RequestParts {
         method: &cx.method,
         target: &target,
         host: client_host.as_deref(),
-        headers: req.headers(),
+        headers: &parts.headers,
+        form_body: form.as_deref(),
     };
     let d = pipeline::decide(
         &cx.policy,
         Some(&cx.shared.cache),
-        &parts,
+        &req_parts,
         &Credentials::Header,
         Clock::System.now(),
         false,
@@ -198,8 +211,20 @@ pub async fn handle(
     };
 
     // Stage 5a: forward.
-    let client_version = req.version();
-    let (mut parts, body) = req.into_parts();
+    let client_version = parts.version;
+    let body = match (body, form) {
+        (Some(stream), _) => body::ClientBody::new(stream),
+        (None, form) => {
+            let bytes = match &d.form_body {
+                Some(stripped) => Bytes::copy_from_slice(stripped),
+                None => form.unwrap_or_default(),
+            };
+            parts
+                .headers
+                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            body::ClientBody::buffered(bytes)
+        }
+    };
     let out = forward::Outbound {
         policy: &cx.policy,
         permit: &permit,
@@ -215,7 +240,7 @@ pub async fn handle(
         return Ok(cx.reject(Some(&d), &e));
     }
     let up = cx.shared.upstream.load_full();
-    let (body, client_failed) = body::ClientBody::new(body);
+    let (body, client_failed) = body;
     match up
         .send(Request::from_parts(parts, body), cx.policy.upstream.timeout)
         .await
@@ -267,6 +292,55 @@ pub async fn handle(
             cx.record(Some(&d), outcome);
             Ok(cx.with_id(respond::problem(&e, action, &cx.rid)))
         }
+    }
+}
+
+/// Reads a whole form body: at most [`pipeline::MAX_FORM_BODY`] bytes (413
+/// otherwise), within `deadline` (a client trickling its body must not hold a
+/// connection slot), and only without a content coding writ could not read.
+async fn read_form_body(
+    headers: &http::HeaderMap,
+    body: Incoming,
+    deadline: std::time::Duration,
+) -> Result<Bytes, Denial> {
+    let too_large = || {
+        Denial::new(
+            Reason::BodyTooLarge,
+            format!(
+                "form bodies are read before deciding and may be at most {} bytes",
+                pipeline::MAX_FORM_BODY
+            ),
+        )
+    };
+    let coded = headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if coded {
+        return Err(Denial::new(
+            Reason::BadRequest,
+            "a form body with a content coding cannot be checked",
+        ));
+    }
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > pipeline::MAX_FORM_BODY as u64) {
+        return Err(too_large());
+    }
+    let limited = http_body_util::Limited::new(body, pipeline::MAX_FORM_BODY);
+    match tokio::time::timeout(deadline, limited.collect()).await {
+        Err(_) => Err(Denial::new(
+            Reason::BadRequest,
+            "the form body did not arrive in time",
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(_)) => Err(Denial::new(
+            Reason::BadRequest,
+            "the request body is malformed",
+        )),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
     }
 }
 

@@ -92,9 +92,7 @@ fn write_loop(rx: Receiver<DecisionRecord>, sink: Box<dyn Write + Send>) {
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         while let Some(r) = next {
-            if serde_json::to_writer(&mut out, &r).is_ok() {
-                let _ = out.write_all(b"\n");
-            }
+            let _ = write_line(&mut out, &r);
             next = rx.try_recv().ok();
         }
         // Flush whenever the queue runs dry: lines appear promptly at low rates,
@@ -102,6 +100,36 @@ fn write_loop(rx: Receiver<DecisionRecord>, sink: Box<dyn Write + Send>) {
         let _ = out.flush();
     }
     let _ = out.flush();
+}
+
+/// One record as one line of JSON.
+fn write_line<W: Write>(out: &mut W, r: &DecisionRecord) -> std::io::Result<()> {
+    let mut ser = serde_json::Serializer::with_formatter(&mut *out, LineSafe);
+    serde::Serialize::serialize(r, &mut ser).map_err(std::io::Error::other)?;
+    out.write_all(b"\n")
+}
+
+/// Compact JSON that also escapes what serde_json writes raw but line-based
+/// readers split on or terminals act on: DEL, the C1 controls (U+0085 is NEL)
+/// and U+2028/U+2029. One record is always exactly one line.
+struct LineSafe;
+
+impl serde_json::ser::Formatter for LineSafe {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            if matches!(c, '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}') {
+                writer.write_all(&fragment.as_bytes()[start..i])?;
+                write!(writer, "\\u{:04x}", c as u32)?;
+                start = i + c.len_utf8();
+            }
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
+    }
 }
 
 /// RFC 3339 UTC timestamp with microseconds.
@@ -148,6 +176,30 @@ mod tests {
             issuer: None,
             duration_us: 1,
         }
+    }
+
+    #[test]
+    fn line_breaks_and_controls_in_claims_are_escaped() {
+        let mut r = record();
+        r.subject = Some("a\u{2028}b\u{2029}c\u{85}d\u{7f}e\u{9f}f\ng\u{1}h é".into());
+        let mut out = Vec::new();
+        write_line(&mut out, &r).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        assert!(text.ends_with('\n'));
+        assert!(
+            !text
+                .trim_end_matches('\n')
+                .chars()
+                .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}'),
+            "{text:?}"
+        );
+        assert!(
+            text.contains(r#""a\u2028b\u2029c\u0085d\u007fe\u009ff\ng\u0001h é""#),
+            "{text}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back["subject"].as_str(), r.subject.as_deref());
     }
 
     #[test]

@@ -95,8 +95,19 @@ fn method_override_in_query() {
         "a=1;_method=X",
         "_METHOD=X",
         "[method=X",
+        // suffixes a framework strips: PHP cuts at NUL, others trim
+        "_method%00=DELETE",
+        "_method%00junk=DELETE",
+        "_method%20=DELETE",
+        "_method%09=DELETE",
+        "_method%0A=DELETE",
+        "_method[]=DELETE",
+        "_method%5B0%5D=DELETE",
     ] {
         assert!(query_has_method_override(q), "{q}");
+    }
+    for q in ["_methods=1", "_method_name=x", "x_method=1", "method=PUT"] {
+        assert!(!query_has_method_override(q), "{q}");
     }
     assert_eq!(
         strip_method_override("a=1&_method=X").as_deref(),
@@ -152,4 +163,16 @@ proptest! {
         let _ = normalize_target(&s, &policy());
         let _ = normalize_target(&format!("/{s}"), &policy());
     }
+}
+
+#[test]
+fn method_override_in_form_body() {
+    assert!(form_has_method_override(b"name=a&_method=DELETE"));
+    assert!(form_has_method_override(b"_method%00=PUT"));
+    assert!(!form_has_method_override(b"name=a&method=DELETE"));
+    assert_eq!(
+        strip_form_method_override(b"a=1&_method=DELETE&b=2").as_deref(),
+        Some(&b"a=1&b=2"[..])
+    );
+    assert_eq!(strip_form_method_override(b"\xff&_method=X"), None);
 }

@@ -84,6 +84,31 @@ fn host_specific_beats_hostless() {
 }
 
 #[test]
+fn matching_host_decides_before_template_specificity() {
+    // internal-everything must not lose GET /status on its own host to a
+    // public host-less literal (round-two settlement: virtual host first).
+    let r = router(&[
+        ("/status", &["GET"], None),
+        ("/{*rest}", &["*"], Some("internal.example.test")),
+    ]);
+    assert_eq!(
+        find(&r, "GET", Some("internal.example.test"), "/status"),
+        Some(1)
+    );
+    assert_eq!(find(&r, "GET", Some("other.example"), "/status"), Some(0));
+    // Nothing in the host's trie takes the method: host-less actions still apply.
+    let r = router(&[
+        ("/status", &["GET"], None),
+        ("/admin/{*rest}", &["DELETE"], Some("h")),
+    ]);
+    assert_eq!(find(&r, "GET", Some("h"), "/status"), Some(0));
+    assert_eq!(
+        r.lookup("GET", Some("h"), &segs("/admin/x")),
+        Err(NoMatch::MethodNotAllowed(vec!["DELETE".into()]))
+    );
+}
+
+#[test]
 fn conflicts_are_detected_by_shape() {
     let mut r = Router::new(true);
     let a = Template::parse("/t/{a}", false).unwrap();
