@@ -17,11 +17,11 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::cli::token::{act_chain, read_private_key, sign, thumbprint};
-use crate::clock::Clock;
+use crate::mint::{act_chain, read_private_key, sign, thumbprint};
 use crate::proxy::Body;
 use crate::proxy::respond::full;
 use crate::serve::{Server, shutdown_signal};
+use writ_engine::clock::Clock;
 
 const DEMO_CONFIG: &str = include_str!("../config/demo/demo.yaml");
 const DEMO_JWKS: &str = include_str!("../config/demo/jwks.json");
@@ -171,7 +171,7 @@ async fn tour(once: bool) -> Result<(), String> {
         .replace("127.0.0.1:8080", "127.0.0.1:0")
         .replace("127.0.0.1:9901", "127.0.0.1:0")
         .replace("http://127.0.0.1:3000", &format!("http://{backend}"));
-    let policy = crate::config::load_str(&config, "demo.yaml", &dir, dir.join("demo.yaml"))
+    let policy = writ_engine::config::load_str(&config, "demo.yaml", &dir, dir.join("demo.yaml"))
         .map_err(|e| e.to_string())?;
     let server = Server::bind(policy, None).await?;
     let (proxy, admin) = (server.proxy_addr, server.admin_addr);

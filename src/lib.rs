@@ -9,19 +9,17 @@
 //!                                          record (metrics + decision log) ◄─┘ always, once
 //! ```
 //!
-//! Stages 1-4 live in [`pipeline`] and take plain data, so `writ run`, `explain`,
-//! `test` and `demo` share one decision engine.
+//! Stages 1-4 are the `writ-engine` crate (`crates/engine`): one `decide` on
+//! plain data, with no I/O, so `writ run`, `explain`, `test` and `demo` share one
+//! decision engine. This package is the data plane, admin, reload, JWKS
+//! fetching, the CLI and the demo: the only code that touches the network.
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod auth;
 pub mod cli;
-pub mod clock;
-pub mod config;
-pub mod decision;
 pub mod demo;
-pub mod pipeline;
-pub mod policy;
+pub mod jwks;
+pub mod mint;
 pub mod proxy;
 pub mod reload;
 pub mod serve;

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::policy::Policy;
 use crate::proxy::Shared;
 use crate::proxy::upstream::Upstream;
+use writ_engine::policy::Policy;
 
 const POLL: Duration = Duration::from_millis(250);
 /// After a change is seen, the files must read the same twice this far apart
@@ -78,7 +78,7 @@ pub async fn watch(
     path: PathBuf,
     mut hup: Option<tokio::signal::unix::Signal>,
 ) {
-    let mut files = shared.policy.load().watched_files.clone();
+    let mut files = shared.config.load().watched_files.clone();
     let mut last = stamps(&files);
     loop {
         let by_signal = tokio::select! {
@@ -100,7 +100,7 @@ pub async fn watch(
         };
         match try_reload(&shared, &path, trigger) {
             Ok(()) => {
-                let new_files = shared.policy.load().watched_files.clone();
+                let new_files = shared.config.load().watched_files.clone();
                 // The new config may name other key files: those are stamped now.
                 last = if new_files == files {
                     before
@@ -139,38 +139,42 @@ fn report_failure(shared: &Shared, trigger: &str, errors: &[String]) {
 /// failure is returned uncounted, for the caller to decide whether it was a
 /// half-written file (retried) or a real failure (reported).
 fn try_reload(shared: &Shared, path: &Path, trigger: &str) -> Result<(), Vec<String>> {
-    let old = shared.policy.load_full();
-    let mut new = crate::config::load(path)
+    let old = shared.config.load_full();
+    let mut new = writ_engine::config::load(path)
         .map_err(|errs| errs.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    new.generation = old.generation + 1;
-    shared.jwks.attach(&mut new, &shared.metrics.jwks_refresh);
-    if new.listen != old.listen || new.admin != old.admin || new.tls.is_some() != old.tls.is_some()
-    {
-        tracing::warn!("Listener, admin or TLS settings changed: they take effect after a restart");
-        new.listen = old.listen;
-        new.admin = old.admin;
+    new.policy.generation = old.policy.generation + 1;
+    shared
+        .jwks
+        .attach(&mut new.policy, &shared.metrics.jwks_refresh);
+    let restart = old.settings.restart_needed(&new.settings);
+    if !restart.is_empty() {
+        tracing::warn!(
+            settings = ?restart,
+            "Settings changed that take effect after a restart; the rest of the reload applies"
+        );
     }
-    if new.decision_log != old.decision_log {
-        tracing::warn!("decision_log changed: it takes effect after a restart");
-    }
-    let upstream_changed = format!("{:?}", new.upstream) != format!("{:?}", old.upstream);
-    if upstream_changed {
-        let u = Upstream::new(&new.upstream).map_err(|e| vec![format!("upstream: {e}")])?;
+    if new.settings.upstream != old.settings.upstream {
+        let u =
+            Upstream::new(&new.settings.upstream).map_err(|e| vec![format!("upstream: {e}")])?;
         shared.upstream.store(Arc::new(u));
     }
-    let (added, removed, modified) = diff(&old, &new);
+    new.settings = old.settings.live_part_of(new.settings);
+    let (added, removed, modified) = diff(&old.policy, &new.policy);
     tracing::info!(
         trigger,
-        generation = new.generation,
-        actions = new.actions.len(),
-        issuers = new.issuers.len(),
+        generation = new.policy.generation,
+        actions = new.policy.actions.len(),
+        issuers = new.policy.issuers.len(),
         added = ?added,
         removed = ?removed,
         modified = ?modified,
         "Config reloaded"
     );
-    shared.metrics.config_generation.set(new.generation as i64);
-    shared.policy.store(Arc::new(new));
+    shared
+        .metrics
+        .config_generation
+        .set(new.policy.generation as i64);
+    shared.config.store(Arc::new(new));
     shared
         .metrics
         .config_reloads

@@ -12,27 +12,27 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::auth::cache::{DEFAULT_CACHE_BYTES, TokenCache};
-use crate::policy::Policy;
 use crate::proxy::upstream::Upstream;
 use crate::proxy::{ConnInfo, Shared, handle};
 use crate::telemetry::decision_log::DecisionLog;
 use crate::telemetry::metrics::Metrics;
 use crate::{admin, reload, telemetry};
+use writ_engine::authenticate::cache::{DEFAULT_CACHE_BYTES, TokenCache};
+use writ_engine::config::Config;
 
 /// Request head limit (SPEC: headers > 64 KiB is 431).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 pub fn run_command(config: &Path) -> u8 {
     telemetry::init_tracing();
-    let policy = match crate::config::load(config) {
-        Ok(p) => p,
+    let loaded = match writ_engine::config::load(config) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return 1;
         }
     };
-    let workers = policy.workers.unwrap_or_else(|| {
+    let workers = loaded.settings.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
@@ -54,7 +54,7 @@ pub fn run_command(config: &Path) -> u8 {
     };
     rt.block_on(async move {
         let stop = shutdown_signal();
-        let server = match Server::bind(policy, Some(config.to_path_buf())).await {
+        let server = match Server::bind(loaded, Some(config.to_path_buf())).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("writ: {e}");
@@ -94,7 +94,7 @@ pub struct Server {
 
 impl Server {
     /// Binds both listeners and starts the admin server and the decision log.
-    pub async fn bind(mut policy: Policy, config_path: Option<PathBuf>) -> Result<Server, String> {
+    pub async fn bind(mut config: Config, config_path: Option<PathBuf>) -> Result<Server, String> {
         // Installed before anything answers /readyz: a SIGHUP sent once writ looks
         // ready must reload it, not kill it.
         let hup = match &config_path {
@@ -104,29 +104,30 @@ impl Server {
             ),
             None => None,
         };
-        policy.generation = 1;
+        config.policy.generation = 1;
+        let settings = &config.settings;
         let metrics = Metrics::new().map_err(|e| format!("metrics: {e}"))?;
         metrics.config_generation.set(1);
-        let log = DecisionLog::start(&policy.decision_log, metrics.decision_log_dropped.clone())
+        let log = DecisionLog::start(&settings.decision_log, metrics.decision_log_dropped.clone())
             .map_err(|e| format!("decision log: {e}"))?;
-        let tls = match &policy.tls {
+        let tls = match &settings.tls {
             Some(t) => Some(crate::tls::acceptor(&t.cert, &t.key)?),
             None => None,
         };
-        let listener = TcpListener::bind(policy.listen)
+        let listener = TcpListener::bind(settings.listen)
             .await
-            .map_err(|e| format!("cannot listen on {}: {e}", policy.listen))?;
-        let admin_listener = TcpListener::bind(policy.admin)
+            .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+        let admin_listener = TcpListener::bind(settings.admin)
             .await
-            .map_err(|e| format!("cannot listen on {} (admin): {e}", policy.admin))?;
+            .map_err(|e| format!("cannot listen on {} (admin): {e}", settings.admin))?;
         let proxy_addr = listener.local_addr().map_err(|e| e.to_string())?;
         let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
-        let upstream = Upstream::new(&policy.upstream)?;
-        let jwks = crate::auth::jwks::JwksRegistry::default();
-        jwks.attach(&mut policy, &metrics.jwks_refresh);
+        let upstream = Upstream::new(&settings.upstream)?;
+        let jwks = crate::jwks::JwksRegistry::default();
+        jwks.attach(&mut config.policy, &metrics.jwks_refresh);
         let shared = Arc::new(Shared {
             upstream: ArcSwap::from_pointee(upstream),
-            policy: ArcSwap::from_pointee(policy),
+            config: ArcSwap::from_pointee(config),
             cache: TokenCache::new(DEFAULT_CACHE_BYTES),
             metrics,
             log,
@@ -159,7 +160,7 @@ impl Server {
         if let Some(path) = config_path {
             tokio::spawn(reload::watch(shared.clone(), path, hup));
         }
-        let limits = shared.policy.load().limits;
+        let limits = shared.config.load().settings.limits;
         // Every connection holds a slot; connections beyond the limit wait in the
         // kernel's backlog, not in memory. Draining = getting every slot back.
         let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
@@ -171,7 +172,7 @@ impl Server {
             // Slowloris: a client that trickles its request head is cut off.
             // hyper applies it to idle keep-alive connections too.
             .header_read_timeout(limits.header_read_timeout)
-            .max_headers(crate::pipeline::MAX_HEADER_FIELDS)
+            .max_headers(writ_engine::vocab::MAX_HEADER_FIELDS)
             .max_buf_size(MAX_HEAD_BYTES);
         builder
             .http2()
@@ -227,7 +228,7 @@ impl Server {
         drop(listener);
         shared.shutting_down.store(true, Ordering::SeqCst);
         let _ = stop_tx.send(true);
-        let grace = shared.policy.load().shutdown_grace;
+        let grace = shared.config.load().settings.shutdown_grace;
         tracing::info!(
             grace_ms = grace.as_millis() as u64,
             "Shutting down: draining in-flight requests"

@@ -1,8 +1,13 @@
-//! Downstream TLS: rustls with the aws-lc-rs provider, ALPN h2 and http/1.1.
+//! TLS both ways, rustls with the aws-lc-rs provider: the downstream acceptor
+//! (ALPN h2 and http/1.1) and the client connector for upstreams and JWKS URLs.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -57,4 +62,26 @@ pub fn client_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, String> 
         .map_err(|e| format!("TLS: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+/// An http-or-https connector with the given trust and server-name override.
+pub fn connector(
+    ca: Option<&std::path::Path>,
+    server_name: Option<&str>,
+    connect_timeout: Duration,
+) -> Result<HttpsConnector<HttpConnector>, String> {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let tls = client_config(ca)?;
+    let mut b = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    if let Some(name) = server_name {
+        let name = rustls_pki_types::ServerName::try_from(name.to_string())
+            .map_err(|_| format!("`{name}` is not a valid TLS server name"))?;
+        b = b.with_server_name_resolver(FixedServerNameResolver::new(name));
+    }
+    Ok(b.enable_http1().wrap_connector(http))
 }

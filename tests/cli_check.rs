@@ -4,6 +4,7 @@
 //!
 //! The broken configs live in `tests/fixtures/bad/`; expected positions are computed from the
 //! fixture text (`pos(text, "needle")`), so each assertion says *what* it points at.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 #[path = "fixtures/cli_common.rs"]
 mod common;

@@ -2,6 +2,7 @@
 //! rule, each check with pass/fail, the decision with its reason; exit 0 allow, 1 deny,
 //! 2 usage/config error. `--claims` takes a JSON/YAML claims object as verified (signature
 //! skipped, everything else checked); `--token` is verified with the config's keys.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 #[path = "fixtures/cli_common.rs"]
 mod common;

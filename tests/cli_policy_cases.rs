@@ -4,6 +4,7 @@
 //!
 //! Fixtures: `tests/fixtures/policy/` (`spec-jobs.yaml` is the SPEC's run-job policy reduced to
 //! what the SPEC's two example cases need; `spec-example.cases.yaml` is those cases verbatim).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 #[path = "fixtures/cli_common.rs"]
 mod common;

@@ -3,6 +3,7 @@
 //! The schema is checked with a real JSON Schema validator (python3 `jsonschema`, YAML read
 //! with `pyyaml`), run as a subprocess. CI installs both; when either is missing these tests
 //! FAIL with a message saying so — they never pass without validating.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 #[path = "fixtures/cli_common.rs"]
 mod common;

@@ -6,6 +6,7 @@
 //! Signatures are never taken on trust: every minted token is verified end to end with
 //! `writ explain --token` against a config whose key source holds the public key (generated
 //! here, with the `kid` computed here).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 #[path = "fixtures/cli_common.rs"]
 mod common;

@@ -1,5 +1,6 @@
 //! `writ token` mints RS256 and EdDSA tokens (SPEC: token), verified end to end by
 //! `writ explain --token` against a `public_key_pem` issuer holding the public key.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::path::Path;
 use std::process::Command;

@@ -1,5 +1,6 @@
 //! `writ demo --once`: the newcomer's tour runs end to end and every scripted
 //! request gets the decision SPEC gives it (SPEC: writ demo).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::process::Command;
 

@@ -4,6 +4,7 @@
 //!
 //! The checks live in `fuzz/src/checks.rs`, compiled here as a module, so the
 //! fuzz binaries and this suite cannot drift apart.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 #[path = "../fuzz/src/checks.rs"]
 mod checks;
@@ -101,17 +102,22 @@ fn seeds_reach_allow() {
         let mut headers = http::HeaderMap::new();
         let value = format!("Bearer {token}").parse().unwrap();
         headers.insert(http::header::AUTHORIZATION, value);
-        let req = writ::pipeline::RequestParts {
+        let req = writ_engine::Request {
             method,
             target,
             host: None,
             headers: &headers,
             form_body: None,
         };
-        let creds = writ::pipeline::Credentials::Header;
-        let d = writ::pipeline::decide(policy, None, &req, &creds, checks::NOW, false);
+        let cx = writ_engine::Context {
+            now: checks::NOW,
+            credentials: &writ_engine::authenticate::Credentials::Header,
+            cache: None,
+            trace: false,
+        };
+        let d = writ_engine::decide(policy, &req, &cx);
         assert!(
-            matches!(d.verdict, writ::decision::Verdict::Allow { .. }),
+            matches!(d.verdict, writ_engine::decision::Verdict::Allow { .. }),
             "{seed}: {:?}",
             d.verdict
         );

@@ -10,22 +10,22 @@
 //! Only crates writ itself depends on are used here: the root package compiles
 //! this file without any extra dependency.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
-use writ::auth::claims::{Claims, MAX_ACT_DEPTH, parse_json_object};
-use writ::config::raw::{DelegationMode, Mode, Sp};
-use writ::decision::{Reason, Verdict};
-use writ::pipeline::normalize::{
-    Choice, MAX_TARGET_BYTES, NormalizedTarget, PathPolicy, SegmentPolicy, normalize_target,
-    query_has_method_override, strip_method_override,
+use http::{HeaderMap, HeaderValue};
+use serde_json::{Value, json};
+use writ_engine::authenticate::Credentials;
+use writ_engine::cases::{CaseFile, decide_case, parse_cases};
+use writ_engine::claims::{Claims, MAX_ACT_DEPTH, parse_json_object};
+use writ_engine::decision::{Reason, Verdict};
+use writ_engine::normalize::{
+    MAX_TARGET_BYTES, NormalizedTarget, normalize_target, query_has_method_override,
+    strip_method_override,
 };
-use writ::pipeline::{Credentials, Decision, RequestParts, decide};
-use writ::policy::Policy;
+use writ_engine::policy::Policy;
+use writ_engine::vocab::{Choice, DelegationMode, Mode, PathPolicy, SegmentPolicy};
+use writ_engine::{Context, Decision, Request, decide};
 
 /// Every target, by the name of its binary and of its corpus folder.
 pub const TARGETS: [&str; 5] = ["normalize", "config", "token", "act_chain", "cases"];
@@ -39,6 +39,16 @@ pub fn check(target: &str, data: &[u8]) {
         "act_chain" => check_act_chain(data),
         "cases" => check_cases(data),
         _ => panic!("unknown fuzz target `{target}`"),
+    }
+}
+
+/// The context of every decision here: the fixed clock, no cache.
+fn ctx(credentials: &Credentials, trace: bool) -> Context<'_> {
+    Context {
+        now: NOW,
+        credentials,
+        cache: None,
+        trace,
     }
 }
 
@@ -192,8 +202,8 @@ pub fn check_config(data: &[u8]) {
         return;
     }
     let base = repo_root().join("config/demo");
-    match writ::config::load_str(&text, "fuzz.yaml", &base, base.join("fuzz.yaml")) {
-        Ok(policy) => probe_policy(&policy),
+    match writ_engine::config::load_str(&text, "fuzz.yaml", &base, base.join("fuzz.yaml")) {
+        Ok(c) => probe_policy(&c.policy),
         Err(errs) => {
             assert!(!errs.0.is_empty(), "config refused without any error");
             let shown = errs.to_string();
@@ -224,7 +234,7 @@ fn probe_policy(policy: &Policy) {
     for a in policy.actions.iter().take(16) {
         let mut t = String::new();
         for s in &a.template.segments {
-            use writ::policy::template::Segment;
+            use writ_engine::policy::template::Segment;
             t.push('/');
             match s {
                 Segment::Literal(l) => t.push_str(l),
@@ -240,14 +250,14 @@ fn probe_policy(policy: &Policy) {
     let headers = HeaderMap::new();
     for target in &targets {
         for method in ["GET", "POST", "DELETE", "PURGE"] {
-            let req = RequestParts {
+            let req = Request {
                 method,
                 target,
                 host: Some("Example.COM."),
                 headers: &headers,
                 form_body: None,
             };
-            let d = decide(policy, None, &req, &creds, NOW, true);
+            let d = decide(policy, &req, &ctx(&creds, true));
             assert_sound(policy, &d);
         }
     }
@@ -263,8 +273,9 @@ pub fn fixed_policy() -> &'static Policy {
         let root = repo_root();
         let jwks = root.join("config/demo/jwks.json");
         let yaml = FIXED_POLICY.replace("JWKS_FILE", &format!("{:?}", jwks.display().to_string()));
-        writ::config::load_str(&yaml, "fixed.yaml", &root, root.join("fixed.yaml"))
+        writ_engine::config::load_str(&yaml, "fixed.yaml", &root, root.join("fixed.yaml"))
             .unwrap_or_else(|e| panic!("fixed fuzz policy does not load:\n{e}"))
+            .policy
     })
 }
 
@@ -335,14 +346,14 @@ const FIXED_REQUESTS: [(&str, &str); 6] = [
 fn decide_fixed(headers: &HeaderMap, creds: &Credentials) {
     let policy = fixed_policy();
     for (method, target) in FIXED_REQUESTS {
-        let req = RequestParts {
+        let req = Request {
             method,
             target,
             host: Some("orders.example.com"),
             headers,
             form_body: None,
         };
-        let d = decide(policy, None, &req, creds, NOW, false);
+        let d = decide(policy, &req, &ctx(creds, false));
         assert_sound(policy, &d);
     }
 }
@@ -432,7 +443,7 @@ pub fn assert_sound(policy: &Policy, d: &Decision) {
 pub fn check_token(data: &[u8]) {
     let policy = fixed_policy();
     let token = String::from_utf8_lossy(data);
-    if let Ok(v) = writ::auth::token::verify(policy, &token) {
+    if let Ok(v) = writ_engine::authenticate::token::verify(policy, &token) {
         let issuer = &policy.issuers[v.issuer];
         assert_eq!(v.claims.iss.as_deref(), Some(issuer.issuer.as_str()));
         assert!(v.key_fingerprint.is_some(), "verified without a key");
@@ -489,112 +500,8 @@ pub fn check_act_chain(data: &[u8]) {
 
 // -------------------------------------------------------------------- cases
 
-// `writ test`'s case loader (`cli::policy_test`) is private to the crate; these
-// types and `evaluate` mirror it, as of this writing, field for field. Fields
-// that only `writ test` reads stay, so that `deny_unknown_fields` agrees.
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub struct CaseFile {
-    pub cases: Vec<Case>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub struct Case {
-    pub name: Sp<String>,
-    pub request: CaseRequest,
-    pub claims: Option<Map<String, Value>>,
-    pub token: Option<String>,
-    pub expect: Expect,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub struct CaseRequest {
-    pub method: String,
-    pub path: String,
-    pub host: Option<String>,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub struct Expect {
-    pub decision: String,
-    pub status: Option<u16>,
-    pub reason: Option<String>,
-    pub action: Option<String>,
-}
-
-/// Mirrors `cli::policy_test::resolve_dates`.
-fn resolve_dates(v: &mut Value, now: f64) -> Result<(), String> {
-    match v {
-        Value::String(s) if s == "now" || s.starts_with("now-") || s.starts_with("now+") => {
-            let t = if s == "now" {
-                now
-            } else {
-                let d = writ::config::duration::parse(&s[4..])?.as_secs_f64();
-                if s.as_bytes()[3] == b'-' {
-                    now - d
-                } else {
-                    now + d
-                }
-            };
-            *v = Value::from(t.floor() as i64);
-        }
-        Value::Object(m) => {
-            for x in m.values_mut() {
-                resolve_dates(x, now)?;
-            }
-        }
-        Value::Array(a) => {
-            for x in a {
-                resolve_dates(x, now)?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-/// Mirrors `cli::policy_test::evaluate` up to the decision.
-fn evaluate(policy: &Policy, case: &Case) -> Result<Decision, String> {
-    let mut headers = HeaderMap::new();
-    for (k, v) in &case.request.headers {
-        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| "bad header name")?;
-        let value = HeaderValue::from_str(v).map_err(|_| "bad header value")?;
-        headers.append(name, value);
-    }
-    if let Some(t) = &case.token {
-        let v = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| "bad token")?;
-        headers.insert(http::header::AUTHORIZATION, v);
-    }
-    let creds = match &case.claims {
-        Some(c) => {
-            let mut v = Value::Object(c.clone());
-            resolve_dates(&mut v, NOW)?;
-            match v {
-                Value::Object(m) => Credentials::Claims(m),
-                _ => return Err("claims are not an object".into()),
-            }
-        }
-        None => Credentials::Header,
-    };
-    let req = RequestParts {
-        method: &case.request.method,
-        target: &case.request.path,
-        host: case.request.host.as_deref(),
-        headers: &headers,
-        form_body: None,
-    };
-    Ok(decide(policy, None, &req, &creds, NOW, false))
-}
+// The case format and evaluation are the engine's (`writ_engine::cases`), the
+// same code `writ test` runs.
 
 /// The policies the seed case files are written for: the shipped examples and
 /// the `writ test` fixture.
@@ -610,8 +517,9 @@ pub fn example_policies() -> &'static [Policy] {
             "tests/fixtures/policy/spec-jobs.yaml",
         ] {
             let p = root.join(name);
-            let policy = writ::config::load(&p)
-                .unwrap_or_else(|e| panic!("{} does not load:\n{e}", p.display()));
+            let policy = writ_engine::config::load(&p)
+                .unwrap_or_else(|e| panic!("{} does not load:\n{e}", p.display()))
+                .policy;
             out.push(policy);
         }
         out
@@ -622,19 +530,13 @@ pub fn example_policies() -> &'static [Policy] {
 /// the way `load_cases` shows them), then every case against every example.
 pub fn check_cases(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    let file: CaseFile = match serde_saphyr::from_str(&text) {
-        Ok(f) => f,
-        Err(e) => {
-            let _ = e.location().map(|l| (l.line(), l.column()));
-            let msg = e.without_snippet().to_string();
-            let _ = msg.rfind(" at line ").map(|i| msg[..i].to_string());
-            return;
-        }
+    let Ok(file): Result<CaseFile, String> = parse_cases(&text, "fuzz.cases.yaml") else {
+        return;
     };
     for case in &file.cases {
         let _ = (case.name.get(), case.name.line());
         for policy in example_policies() {
-            if let Ok(d) = evaluate(policy, case) {
+            if let Ok(d) = decide_case(policy, case, NOW) {
                 assert_sound(policy, &d);
             }
         }

@@ -3,8 +3,9 @@
 use std::path::Path;
 
 pub fn run(config: &Path) -> u8 {
-    match crate::config::load(config) {
-        Ok(p) => {
+    match writ_engine::config::load(config) {
+        Ok(c) => {
+            let p = &c.policy;
             println!(
                 "{}: ok ({} action{}, {} issuer{})",
                 config.display(),

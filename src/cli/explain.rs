@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::json;
 
-use crate::clock::Clock;
-use crate::decision::Verdict;
-use crate::pipeline::{self, Credentials, RequestParts};
-use crate::policy::Policy;
+use writ_engine::authenticate::Credentials;
+use writ_engine::clock::Clock;
+use writ_engine::decision::Verdict;
+use writ_engine::policy::Policy;
+use writ_engine::{Context, Decision, Request, decide};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -79,8 +80,8 @@ pub fn load_claims(path: &PathBuf) -> Result<serde_json::Map<String, serde_json:
 }
 
 pub fn run(args: Args) -> u8 {
-    let policy = match crate::config::load(&args.config) {
-        Ok(p) => p,
+    let policy = match writ_engine::config::load(&args.config) {
+        Ok(c) => c.policy,
         Err(e) => return usage(format!("invalid config:\n{e}")),
     };
     let mut headers = match parse_headers(&args.headers) {
@@ -110,14 +111,20 @@ pub fn run(args: Args) -> u8 {
         }
     }
     let method = args.method.clone();
-    let req = RequestParts {
+    let req = Request {
         method: &method,
         target: &args.path,
         host: args.host.as_deref(),
         headers: &headers,
         form_body: None,
     };
-    let d = pipeline::decide(&policy, None, &req, &creds, clock.now(), true);
+    let cx = Context {
+        now: clock.now(),
+        credentials: &creds,
+        cache: None,
+        trace: true,
+    };
+    let d = decide(&policy, &req, &cx);
     let allowed = !matches!(d.verdict, Verdict::Deny(_));
     if args.json {
         println!(
@@ -130,7 +137,7 @@ pub fn run(args: Args) -> u8 {
     if allowed { 0 } else { 1 }
 }
 
-fn action_json(policy: &Policy, file: &str, d: &pipeline::Decision) -> serde_json::Value {
+fn action_json(policy: &Policy, file: &str, d: &Decision) -> serde_json::Value {
     match d.action.map(|i| policy.action(i)) {
         None => serde_json::Value::Null,
         Some(a) => json!({
@@ -144,21 +151,21 @@ fn action_json(policy: &Policy, file: &str, d: &pipeline::Decision) -> serde_jso
     }
 }
 
-fn outcome(d: &pipeline::Decision) -> (&'static str, u16, &'static str, String, bool) {
+fn outcome(d: &Decision) -> (&'static str, u16, &'static str, String, bool) {
+    let labels = d.verdict.labels();
     match &d.verdict {
-        Verdict::Allow { reason, .. } => ("allow", 200, reason.as_str(), String::new(), true),
-        Verdict::Deny(x) => ("deny", x.status, x.reason.as_str(), x.detail.clone(), true),
-        Verdict::AuditDeny { denial, .. } => (
-            "deny",
-            denial.status,
-            denial.reason.as_str(),
-            denial.detail.clone(),
-            false,
+        Verdict::Allow { reason, .. } => (labels.log, 200, reason.as_str(), String::new(), true),
+        Verdict::Deny(x) | Verdict::AuditDeny { denial: x, .. } => (
+            labels.log,
+            x.status,
+            x.reason.as_str(),
+            x.detail.clone(),
+            labels.enforced,
         ),
     }
 }
 
-fn to_json(policy: &Policy, args: &Args, d: &pipeline::Decision) -> serde_json::Value {
+fn to_json(policy: &Policy, args: &Args, d: &Decision) -> serde_json::Value {
     let file = args.config.display().to_string();
     let (decision, status, reason, detail, enforced) = outcome(d);
     json!({
@@ -176,7 +183,7 @@ fn to_json(policy: &Policy, args: &Args, d: &pipeline::Decision) -> serde_json::
     })
 }
 
-fn print_text(policy: &Policy, args: &Args, d: &pipeline::Decision) {
+fn print_text(policy: &Policy, args: &Args, d: &Decision) {
     let file = args.config.display().to_string();
     println!(
         "request     {} {}{}",
@@ -199,8 +206,8 @@ fn print_text(policy: &Policy, args: &Args, d: &pipeline::Decision) {
                 if a.execution { " (execution)" } else { "" },
                 if a.public { " (public)" } else { "" },
                 match &a.methods {
-                    crate::policy::router::Methods::Any => "*".to_string(),
-                    crate::policy::router::Methods::List(l) => l.join(","),
+                    writ_engine::policy::router::Methods::Any => "*".to_string(),
+                    writ_engine::policy::router::Methods::List(l) => l.join(","),
                 },
                 a.template.source,
                 a.location.0,

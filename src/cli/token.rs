@@ -3,19 +3,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
-    RsaKeyPair,
-};
-use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use rustls_pki_types::PrivateKeyDer;
-use rustls_pki_types::pem::PemObject;
+use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Map, Value, json};
 
-use crate::auth::token::parse_alg;
-use crate::clock::Clock;
-use crate::config::duration;
+use crate::mint::{SigningKey, act_chain, read_private_key, sign, thumbprint};
+
+use writ_engine::authenticate::token::parse_alg;
+use writ_engine::clock::Clock;
+use writ_engine::config::duration;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -48,106 +43,6 @@ pub struct Args {
     /// Extra claim `K=V`; V is read as JSON when it parses, else as a string.
     #[arg(long)]
     claim: Vec<String>,
-}
-
-/// A signing key with its default algorithm.
-pub struct SigningKey {
-    pub key: EncodingKey,
-    pub alg: Algorithm,
-}
-
-/// Reads a PEM private key of any supported kind.
-pub fn read_private_key(pem: &[u8]) -> Result<SigningKey, String> {
-    let der =
-        PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("no private key in PEM: {e}"))?;
-    match der {
-        PrivateKeyDer::Pkcs1(_) => Ok(SigningKey {
-            key: EncodingKey::from_rsa_pem(pem).map_err(|e| format!("bad RSA key: {e}"))?,
-            alg: Algorithm::RS256,
-        }),
-        PrivateKeyDer::Sec1(k) => {
-            for (alg, curve) in [
-                (Algorithm::ES256, &ECDSA_P256_SHA256_FIXED_SIGNING),
-                (Algorithm::ES384, &ECDSA_P384_SHA384_FIXED_SIGNING),
-            ] {
-                if let Ok(pair) = EcdsaKeyPair::from_private_key_der(curve, k.secret_sec1_der())
-                    && let Ok(doc) = pair.to_pkcs8v1()
-                {
-                    return Ok(SigningKey {
-                        key: EncodingKey::from_ec_der(doc.as_ref()),
-                        alg,
-                    });
-                }
-            }
-            Err("unsupported EC curve (P-256 and P-384 are supported)".into())
-        }
-        PrivateKeyDer::Pkcs8(k) => {
-            let der = k.secret_pkcs8_der();
-            if EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der).is_ok() {
-                return Ok(SigningKey {
-                    key: EncodingKey::from_ec_der(der),
-                    alg: Algorithm::ES256,
-                });
-            }
-            if EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, der).is_ok() {
-                return Ok(SigningKey {
-                    key: EncodingKey::from_ec_der(der),
-                    alg: Algorithm::ES384,
-                });
-            }
-            if let Ok(pair) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
-                // PKCS#8 v2 (with the public key) is normalized to v1, the form
-                // the signer and the thumbprint expect.
-                let v1 = pair
-                    .to_pkcs8v1()
-                    .map_err(|_| "cannot re-encode the Ed25519 key".to_string())?;
-                return Ok(SigningKey {
-                    key: EncodingKey::from_ed_der(v1.as_ref()),
-                    alg: Algorithm::EdDSA,
-                });
-            }
-            if RsaKeyPair::from_pkcs8(der).is_ok() {
-                return Ok(SigningKey {
-                    key: EncodingKey::from_rsa_pem(pem).map_err(|e| format!("bad RSA key: {e}"))?,
-                    alg: Algorithm::RS256,
-                });
-            }
-            Err("unsupported PKCS#8 key type".into())
-        }
-        _ => Err("unsupported private key format".into()),
-    }
-}
-
-/// RFC 7638 thumbprint of the key's public part (the default `kid`).
-pub fn thumbprint(key: &EncodingKey, alg: Algorithm) -> Result<String, String> {
-    Jwk::from_encoding_key(key, alg)
-        .and_then(|j| j.thumbprint(ThumbprintHash::SHA256))
-        .map_err(|e| format!("cannot compute key thumbprint: {e}"))
-}
-
-/// Builds the nested `act` object from a chain (first = current actor).
-pub fn act_chain(actors: &[String]) -> Option<Value> {
-    actors.iter().rev().fold(None, |inner, sub| {
-        let mut o = Map::new();
-        o.insert("sub".into(), json!(sub));
-        if let Some(i) = inner {
-            o.insert("act".into(), i);
-        }
-        Some(Value::Object(o))
-    })
-}
-
-/// Signs claims with `typ: at+jwt`.
-pub fn sign(
-    key: &SigningKey,
-    alg: Algorithm,
-    kid: Option<String>,
-    claims: &Value,
-) -> Result<String, String> {
-    let mut header = Header::new(alg);
-    header.typ = Some("at+jwt".into());
-    header.kid = kid;
-    jsonwebtoken::encode(&header, claims, &key.key).map_err(|e| format!("cannot sign: {e}"))
 }
 
 fn fail(msg: impl std::fmt::Display) -> u8 {

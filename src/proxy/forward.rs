@@ -8,10 +8,11 @@ use std::net::SocketAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 
-use crate::decision::Permit;
-use crate::pipeline::normalize::NormalizedTarget;
-use crate::pipeline::{METHOD_OVERRIDE_HEADERS, URL_OVERRIDE_HEADERS, header_is};
-use crate::policy::{Policy, parse_host};
+use writ_engine::config::Upstream;
+use writ_engine::decision::Permit;
+use writ_engine::normalize::NormalizedTarget;
+use writ_engine::policy::Policy;
+use writ_engine::vocab::{METHOD_OVERRIDE_HEADERS, URL_OVERRIDE_HEADERS, header_is, parse_host};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus legacy ones proxies must not pass.
 /// Pre-built names: removing by `&str` would parse and hash the name each time.
@@ -115,6 +116,7 @@ fn join_cookie_crumbs(h: &mut HeaderMap) {
 
 pub struct Outbound<'a> {
     pub policy: &'a Policy,
+    pub upstream: &'a Upstream,
     pub permit: &'a Permit,
     pub target: &'a NormalizedTarget,
     pub action: Option<&'a str>,
@@ -128,7 +130,7 @@ pub struct Outbound<'a> {
 /// Rewrites the client's request head into the upstream one, in place.
 pub fn prepare(parts: &mut Parts, out: &Outbound<'_>) -> Result<(), http::Error> {
     let p = out.policy;
-    let up = &p.upstream;
+    let up = out.upstream;
     let uri = format!(
         "{}://{}{}{}",
         if up.scheme_https { "https" } else { "http" },

@@ -22,26 +22,30 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 
-use crate::auth::cache::TokenCache;
-use crate::clock::Clock;
-use crate::decision::{Denial, Reason, Verdict};
-use crate::pipeline::{self, Credentials, RequestParts};
-use crate::policy::Policy;
 use crate::telemetry::decision_log::{DecisionLog, DecisionRecord, now_rfc3339};
 use crate::telemetry::metrics::{Metrics, UNMATCHED};
 use upstream::{Upstream, UpstreamError};
+use writ_engine::authenticate::Credentials;
+use writ_engine::authenticate::cache::TokenCache;
+use writ_engine::clock::Clock;
+use writ_engine::config::Config;
+use writ_engine::decision::{Denial, Labels, Reason, Verdict};
+use writ_engine::request::{MAX_FORM_BODY, is_form_body};
+use writ_engine::{Context, Decision, Request as EngineRequest, decide};
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
 /// State shared by every connection.
 pub struct Shared {
-    pub policy: ArcSwap<Policy>,
+    /// The config in force: decision policy and server settings, swapped whole
+    /// by a reload so a request sees one consistent pair.
+    pub config: ArcSwap<Config>,
     pub cache: TokenCache,
     pub metrics: Metrics,
     pub log: DecisionLog,
     pub upstream: ArcSwap<Upstream>,
     pub shutting_down: AtomicBool,
-    pub jwks: crate::auth::jwks::JwksRegistry,
+    pub jwks: crate::jwks::JwksRegistry,
 }
 
 impl std::fmt::Debug for Shared {
@@ -52,7 +56,7 @@ impl std::fmt::Debug for Shared {
 
 impl Shared {
     pub fn ready(&self) -> bool {
-        !self.shutting_down.load(Ordering::Relaxed) && self.policy.load().keys_ready()
+        !self.shutting_down.load(Ordering::Relaxed) && self.config.load().policy.keys_ready()
     }
 }
 
@@ -134,7 +138,7 @@ fn target_and_host(req: &http::request::Parts) -> Result<(String, Option<String>
 /// Per-request state, pinned at admission (stage 0).
 struct Ctx {
     shared: Arc<Shared>,
-    policy: Arc<Policy>,
+    config: Arc<Config>,
     rid: String,
     method: String,
     start: Instant,
@@ -144,9 +148,8 @@ struct Ctx {
 struct Outcome<'a> {
     action: Option<&'a str>,
     reason: Reason,
-    /// `allow` or `deny` (an audit-mode denial is `deny` with `enforced: false`).
-    decision: &'static str,
-    enforced: bool,
+    /// From the verdict (an upstream failure keeps the verdict's labels).
+    labels: Labels,
     status: u16,
 }
 
@@ -157,7 +160,7 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let (mut parts, body) = req.into_parts();
     let cx = Ctx {
-        policy: shared.policy.load_full(),
+        config: shared.config.load_full(),
         shared,
         rid: request_id(&parts),
         method: parts.method.as_str().to_string(),
@@ -170,8 +173,8 @@ pub async fn handle(
     };
     // A form body may carry `_method` (Rails, Laravel, Symfony): it is read,
     // bounded, before deciding, and the bytes read are the bytes forwarded.
-    let (form, body) = if pipeline::is_form_body(&parts.headers) {
-        let limit = cx.policy.limits.header_read_timeout;
+    let (form, body) = if is_form_body(&parts.headers) {
+        let limit = cx.config.settings.limits.header_read_timeout;
         match read_form_body(&parts.headers, body, limit).await {
             Ok(b) => (Some(b), None),
             Err(e) => return Ok(cx.reject(None, &e)),
@@ -179,33 +182,31 @@ pub async fn handle(
     } else {
         (None, Some(body))
     };
-    let req_parts = RequestParts {
+    let request = EngineRequest {
         method: &cx.method,
         target: &target,
         host: client_host.as_deref(),
         headers: &parts.headers,
         form_body: form.as_deref(),
     };
-    let d = pipeline::decide(
-        &cx.policy,
-        Some(&cx.shared.cache),
-        &req_parts,
-        &Credentials::Header,
-        Clock::System.now(),
-        false,
-    );
+    let context = Context {
+        now: Clock::System.now(),
+        credentials: &Credentials::Header,
+        cache: Some(&cx.shared.cache),
+        trace: false,
+    };
+    let d = decide(&cx.config.policy, &request, &context);
     cx.shared
         .metrics
         .decision_duration
         .observe(decided.elapsed().as_secs_f64());
 
-    let (permit, enforced) = match &d.verdict {
+    let permit = match &d.verdict {
         Verdict::Deny(e) => return Ok(cx.reject(Some(&d), e)),
-        Verdict::Allow { permit, .. } => (permit.clone(), true),
-        Verdict::AuditDeny { permit, .. } => (permit.clone(), false),
+        Verdict::Allow { permit, .. } | Verdict::AuditDeny { permit, .. } => permit.clone(),
     };
-    let decision = if enforced { "allow" } else { "deny" };
-    let action = d.action.map(|i| cx.policy.action(i).name.as_str());
+    let labels = d.verdict.labels();
+    let action = d.action.map(|i| cx.config.policy.action(i).name.as_str());
     let Some(target) = d.target.as_ref() else {
         return Ok(cx.reject(Some(&d), &Denial::new(Reason::BadRequest, "no target")));
     };
@@ -226,7 +227,8 @@ pub async fn handle(
         }
     };
     let out = forward::Outbound {
-        policy: &cx.policy,
+        policy: &cx.config.policy,
+        upstream: &cx.config.settings.upstream,
         permit: &permit,
         target,
         action,
@@ -242,7 +244,10 @@ pub async fn handle(
     let up = cx.shared.upstream.load_full();
     let (body, client_failed) = body;
     match up
-        .send(Request::from_parts(parts, body), cx.policy.upstream.timeout)
+        .send(
+            Request::from_parts(parts, body),
+            cx.config.settings.upstream.timeout,
+        )
         .await
     {
         Ok(resp) => {
@@ -258,8 +263,7 @@ pub async fn handle(
                 Outcome {
                     action,
                     reason,
-                    decision,
-                    enforced,
+                    labels,
                     status,
                 },
             );
@@ -285,8 +289,7 @@ pub async fn handle(
             let outcome = Outcome {
                 action,
                 reason: e.reason,
-                decision,
-                enforced,
+                labels,
                 status: e.status,
             };
             cx.record(Some(&d), outcome);
@@ -295,7 +298,7 @@ pub async fn handle(
     }
 }
 
-/// Reads a whole form body: at most [`pipeline::MAX_FORM_BODY`] bytes (413
+/// Reads a whole form body: at most [`MAX_FORM_BODY`] bytes (413
 /// otherwise), within `deadline` (a client trickling its body must not hold a
 /// connection slot), and only without a content coding writ could not read.
 async fn read_form_body(
@@ -308,7 +311,7 @@ async fn read_form_body(
             Reason::BodyTooLarge,
             format!(
                 "form bodies are read before deciding and may be at most {} bytes",
-                pipeline::MAX_FORM_BODY
+                MAX_FORM_BODY
             ),
         )
     };
@@ -326,10 +329,10 @@ async fn read_form_body(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > pipeline::MAX_FORM_BODY as u64) {
+    if declared.is_some_and(|n| n > MAX_FORM_BODY as u64) {
         return Err(too_large());
     }
-    let limited = http_body_util::Limited::new(body, pipeline::MAX_FORM_BODY);
+    let limited = http_body_util::Limited::new(body, MAX_FORM_BODY);
     match tokio::time::timeout(deadline, limited.collect()).await {
         Err(_) => Err(Denial::new(
             Reason::BadRequest,
@@ -353,15 +356,14 @@ impl Ctx {
     }
 
     /// Stage 5b: reject. The backend sees nothing of the request.
-    fn reject(&self, d: Option<&pipeline::Decision>, e: &Denial) -> Response<Body> {
+    fn reject(&self, d: Option<&Decision>, e: &Denial) -> Response<Body> {
         let action = d
             .and_then(|d| d.action)
-            .map(|i| self.policy.action(i).name.as_str());
+            .map(|i| self.config.policy.action(i).name.as_str());
         let outcome = Outcome {
             action,
             reason: e.reason,
-            decision: "deny",
-            enforced: true,
+            labels: Labels::DENY,
             status: e.status,
         };
         self.record(d, outcome);
@@ -369,9 +371,9 @@ impl Ctx {
     }
 
     /// Stage 6: metrics and one decision-log line, exactly once per request.
-    fn record(&self, d: Option<&pipeline::Decision>, o: Outcome<'_>) {
+    fn record(&self, d: Option<&Decision>, o: Outcome<'_>) {
         let label_action = o.action.unwrap_or(UNMATCHED);
-        let metric_decision = if o.enforced { o.decision } else { "audit_deny" };
+        let metric_decision = o.labels.metric;
         let m = &self.shared.metrics;
         m.requests
             .with_label_values(&[label_action, metric_decision, o.reason.as_str()])
@@ -386,7 +388,7 @@ impl Ctx {
         let claims = d.and_then(|d| d.token.as_ref()).map(|t| &t.claims);
         let execution = d
             .and_then(|d| d.action)
-            .is_some_and(|i| self.policy.action(i).execution);
+            .is_some_and(|i| self.config.policy.action(i).execution);
         self.shared.log.record(DecisionRecord {
             ts: now_rfc3339(),
             request_id: self.rid.clone(),
@@ -395,8 +397,8 @@ impl Ctx {
             host: d.and_then(|d| d.host.clone()),
             action: o.action.map(str::to_string),
             execution,
-            decision: o.decision,
-            enforced: o.enforced,
+            decision: o.labels.log,
+            enforced: o.labels.enforced,
             reason: o.reason.as_str(),
             status: o.status,
             subject: claims.and_then(|c| c.sub.clone()),

@@ -7,7 +7,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::json;
 
 use super::Body;
-use crate::decision::Denial;
+use writ_engine::decision::Denial;
 
 pub fn problem(denial: &Denial, action: Option<&str>, request_id: &str) -> Response<Body> {
     let body = json!({

@@ -4,13 +4,14 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::body::ClientBody;
-use crate::policy::Upstream as UpstreamConfig;
+use crate::tls::connector;
+use writ_engine::config::Upstream as UpstreamConfig;
 
 #[derive(Debug)]
 pub enum UpstreamError {
@@ -70,28 +71,6 @@ impl Upstream {
     }
 }
 
-/// An http-or-https connector with the given trust and server-name override.
-pub fn connector(
-    ca: Option<&std::path::Path>,
-    server_name: Option<&str>,
-    connect_timeout: Duration,
-) -> Result<HttpsConnector<HttpConnector>, String> {
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_nodelay(true);
-    http.enforce_http(false);
-    let tls = crate::tls::client_config(ca)?;
-    let mut b = HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http();
-    if let Some(name) = server_name {
-        let name = rustls_pki_types::ServerName::try_from(name.to_string())
-            .map_err(|_| format!("`{name}` is not a valid TLS server name"))?;
-        b = b.with_server_name_resolver(FixedServerNameResolver::new(name));
-    }
-    Ok(b.enable_http1().wrap_connector(http))
-}
-
 /// Whether a rustls error is anywhere in the chain. io::Error wrappers (tokio-rustls
 /// wraps rustls errors, hyper-rustls wraps those again) hide their payload from
 /// `source()`, so they are opened with `get_ref`.
@@ -109,20 +88,8 @@ fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
     e.source().is_some_and(is_tls)
 }
 
-/// The error and its causes, for the log line.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
-}
-
 fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
-    tracing::debug!(error = %chain(e), "Upstream error");
+    tracing::debug!(error = %crate::telemetry::error_chain(e), "Upstream error");
     if std::error::Error::source(e).is_some_and(is_tls) {
         return UpstreamError::Tls;
     }

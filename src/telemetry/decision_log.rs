@@ -9,7 +9,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use prometheus::IntCounter;
 use serde::Serialize;
 
-use crate::policy::LogTarget;
+use writ_engine::config::LogTarget;
 
 /// SPEC fields, and nothing a client could smuggle a secret through: no token,
 /// no signature, no header value, no query.

@@ -1,0 +1,67 @@
+//! The benchmark policy shared by `classify` and `decide`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use writ_engine::policy::Policy;
+
+pub const ISSUER: &str = "https://login.example.com/";
+pub const AUDIENCE: &str = "orders-api";
+
+/// Config with `n` actions: for each service `i`, `GET /svc{i}/items/{id}` and
+/// `POST /svc{i}/items/{id}/run` (the latter binds the `tenant` claim to `{id}`).
+pub fn policy_yaml(n: usize) -> String {
+    let mut s = format!(
+        "listen: 127.0.0.1:8080
+upstream:
+  url: http://127.0.0.1:3000
+issuers:
+  - issuer: {ISSUER}
+    audiences: [{AUDIENCE}]
+    algorithms: [ES256]
+    jwks_file: jwks.json
+    leeway: 30s
+    require_typ: at+jwt
+decision_log: \"off\"
+actions:
+"
+    );
+    for i in 0..n / 2 {
+        write!(
+            s,
+            "  - name: read-{i}
+    methods: [GET]
+    path: /svc{i}/items/{{id}}
+    require:
+      scopes: [items:read]
+  - name: run-{i}
+    methods: [POST]
+    path: /svc{i}/items/{{id}}/run
+    execution: true
+    require:
+      scopes: [items:run]
+      claims:
+        tenant: \"{{id}}\"
+"
+        )
+        .unwrap();
+    }
+    s
+}
+
+/// Compiles the policy; the temp dir holds the JWKS and must outlive it.
+pub fn build_policy(n: usize) -> (Policy, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let jwks = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/demo/jwks.json");
+    std::fs::copy(&jwks, dir.path().join("jwks.json")).expect("copy demo JWKS");
+    let policy = writ_engine::config::load_str(
+        &policy_yaml(n),
+        "bench.yaml",
+        dir.path(),
+        PathBuf::from("bench.yaml"),
+    )
+    .unwrap_or_else(|e| panic!("bench policy does not load: {e}"))
+    .policy;
+    assert_eq!(policy.actions.len(), n);
+    (policy, dir)
+}

@@ -1,0 +1,203 @@
+//! Policy test cases (SPEC: Policy test cases): the case format, `now±DUR`
+//! dates, and evaluation through [`decide`], the same engine `writ run` uses.
+//! `writ test` prints the results; the fuzz crate evaluates the same cases.
+
+use std::collections::BTreeMap;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::authenticate::Credentials;
+use crate::config::duration;
+use crate::config::raw::Sp;
+use crate::decide::{Context, Decision, decide};
+use crate::decision::Verdict;
+use crate::policy::Policy;
+use crate::request::Request;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseFile {
+    pub cases: Vec<Case>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    pub name: Sp<String>,
+    pub request: CaseRequest,
+    /// Claims taken as verified; numeric dates may be `now`, `now-5m`, `now+1h`.
+    pub claims: Option<Map<String, Value>>,
+    /// Or a signed token, verified with the config's keys.
+    pub token: Option<String>,
+    pub expect: Expect,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseRequest {
+    pub method: String,
+    pub path: String,
+    pub host: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    pub decision: String,
+    pub status: Option<u16>,
+    pub reason: Option<String>,
+    pub action: Option<String>,
+}
+
+/// What a case produced, in the terms of `Expect`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub decision: &'static str,
+    pub status: u16,
+    pub reason: &'static str,
+    pub action: Option<String>,
+}
+
+/// Replaces `now`, `now-5m`, `now+1h` strings (at any depth) by numeric dates.
+pub fn resolve_dates(v: &mut Value, now: f64) -> Result<(), String> {
+    match v {
+        Value::String(s) if s == "now" || s.starts_with("now-") || s.starts_with("now+") => {
+            let t = if s == "now" {
+                now
+            } else {
+                let d = duration::parse(&s[4..])?.as_secs_f64();
+                if s.as_bytes()[3] == b'-' {
+                    now - d
+                } else {
+                    now + d
+                }
+            };
+            *v = Value::from(t.floor() as i64);
+        }
+        Value::Object(m) => {
+            for x in m.values_mut() {
+                resolve_dates(x, now)?;
+            }
+        }
+        Value::Array(a) => {
+            for x in a {
+                resolve_dates(x, now)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Runs one case against the engine and says what it produced.
+pub fn evaluate(policy: &Policy, case: &Case, now: f64) -> Result<Outcome, String> {
+    let d = decide_case(policy, case, now)?;
+    let action = d.action.map(|i| policy.action(i).name.clone());
+    // An enforced denial answers with its own status; anything forwarded is
+    // taken as the backend's 200.
+    let status = match &d.verdict {
+        Verdict::Deny(x) => x.status,
+        Verdict::Allow { .. } | Verdict::AuditDeny { .. } => 200,
+    };
+    Ok(Outcome {
+        decision: d.verdict.labels().metric,
+        status,
+        reason: d.verdict.reason().as_str(),
+        action,
+    })
+}
+
+/// The decision for one case: its request, and its claims (dates resolved
+/// against `now`) or token, through [`decide`].
+pub fn decide_case(policy: &Policy, case: &Case, now: f64) -> Result<Decision, String> {
+    let mut headers = HeaderMap::new();
+    for (k, v) in &case.request.headers {
+        let name =
+            HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("bad header name `{k}`"))?;
+        let value = HeaderValue::from_str(v).map_err(|_| format!("bad value for header `{k}`"))?;
+        headers.append(name, value);
+    }
+    if let Some(t) = &case.token {
+        let v = HeaderValue::from_str(&format!("Bearer {t}"))
+            .map_err(|_| "token is not a valid header value".to_string())?;
+        headers.insert(http::header::AUTHORIZATION, v);
+    }
+    let creds = match &case.claims {
+        Some(c) => {
+            let mut m = c.clone();
+            for v in m.values_mut() {
+                resolve_dates(v, now)?;
+            }
+            Credentials::Claims(m)
+        }
+        None => Credentials::Header,
+    };
+    let req = Request {
+        method: &case.request.method,
+        target: &case.request.path,
+        host: case.request.host.as_deref(),
+        headers: &headers,
+        form_body: None,
+    };
+    let cx = Context {
+        now,
+        credentials: &creds,
+        cache: None,
+        trace: false,
+    };
+    Ok(decide(policy, &req, &cx))
+}
+
+/// Compares an outcome with what a case expects; `None` when it passes.
+pub fn mismatch(expect: &Expect, got: &Outcome) -> Option<String> {
+    let mut bad = Vec::new();
+    if expect.decision != got.decision {
+        bad.push(format!(
+            "decision: expected {}, got {}",
+            expect.decision, got.decision
+        ));
+    }
+    if let Some(s) = expect.status
+        && s != got.status
+    {
+        bad.push(format!("status: expected {s}, got {}", got.status));
+    }
+    if let Some(r) = &expect.reason
+        && r != got.reason
+    {
+        bad.push(format!("reason: expected {r}, got {}", got.reason));
+    }
+    if let Some(a) = &expect.action
+        && Some(a) != got.action.as_ref()
+    {
+        bad.push(format!(
+            "action: expected {a}, got {}",
+            got.action.as_deref().unwrap_or("(none)")
+        ));
+    }
+    if bad.is_empty() {
+        None
+    } else {
+        Some(bad.join("; "))
+    }
+}
+
+/// Parses a case file's text; errors name `file:line:col`.
+pub fn parse_cases(text: &str, file: &str) -> Result<CaseFile, String> {
+    serde_saphyr::from_str(text).map_err(|e| {
+        let (l, c) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
+        let msg = e.without_snippet().to_string();
+        let msg = msg
+            .rfind(" at line ")
+            .map(|i| msg[..i].to_string())
+            .unwrap_or(msg);
+        format!("{file}:{l}:{c}: {msg}")
+    })
+}

@@ -1,0 +1,122 @@
+//! Loading the YAML config: parse (`raw`, serde types that stay here), then
+//! validate and compile (`validate`) into the decision [`Policy`] and the
+//! server [`Settings`]. Every problem is reported as `FILE:LINE:COL: message`.
+//! Reading the config and the key files it names is the engine's only I/O.
+
+pub mod duration;
+pub mod raw;
+pub mod settings;
+mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::policy::Policy;
+pub use settings::{Limits, LogTarget, Settings, TlsFiles, Upstream};
+
+/// A loaded config file.
+#[derive(Debug)]
+pub struct Config {
+    /// What requests are decided under.
+    pub policy: Policy,
+    /// How the server runs.
+    pub settings: Settings,
+    /// Files whose change triggers a reload (the config and the files it names).
+    pub watched_files: Vec<PathBuf>,
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: u64,
+    pub col: u64,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.col, self.message
+        )
+    }
+}
+
+/// All problems found in one file, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads and compiles the config at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    let text = std::fs::read(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: file.clone(),
+            line: 0,
+            col: 0,
+            message: format!("cannot read config file: {e}"),
+        }])
+    })?;
+    let text = String::from_utf8(text).map_err(|_| {
+        ConfigErrors(vec![ConfigError {
+            file: file.clone(),
+            line: 1,
+            col: 1,
+            message: "config file is not UTF-8".into(),
+        }])
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    load_str(&text, &file, &base, path.to_path_buf())
+}
+
+/// Compiles config text; `file` names it in errors, relative paths resolve
+/// against `base`.
+pub fn load_str(
+    text: &str,
+    file: &str,
+    base: &Path,
+    source: PathBuf,
+) -> Result<Config, ConfigErrors> {
+    let raw: raw::RawConfig = serde_saphyr::from_str(text).map_err(|e| {
+        let (line, col) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
+        ConfigErrors(vec![ConfigError {
+            file: file.to_string(),
+            line: line.max(1),
+            col: col.max(1),
+            message: plain_message(&e),
+        }])
+    })?;
+    validate::compile(raw, file, base, source)
+}
+
+/// serde-saphyr's message without its own " at line L, column C" suffix.
+fn plain_message(e: &serde_saphyr::Error) -> String {
+    let s = e.without_snippet().to_string();
+    let s = match s.rfind(" at line ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    };
+    s.replace(", set DuplicateKeyPolicy in Options if acceptable", "")
+}
+
+#[cfg(test)]
+mod tests;

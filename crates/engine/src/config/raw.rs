@@ -1,0 +1,283 @@
+//! Serde mirror of the YAML file. Every value a semantic check may complain about
+//! is wrapped in [`Sp`] so the complaint can name `FILE:LINE:COL`. Unknown keys
+//! are errors (`deny_unknown_fields`): a typo must never silently widen a policy.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::vocab::{ClaimScalar, DelegationMode, Mode};
+
+/// A value with the YAML position it came from. Transparent for the JSON Schema.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Sp<T>(pub Spanned<T>);
+
+impl<T> Sp<T> {
+    pub fn get(&self) -> &T {
+        &self.0.value
+    }
+    pub fn line(&self) -> u64 {
+        self.0.referenced.line()
+    }
+    pub fn col(&self) -> u64 {
+        self.0.referenced.column()
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Sp<T> {
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        T::json_schema(generator)
+    }
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+}
+
+/// The whole config file (SPEC: Configuration).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Proxy listener address, e.g. `127.0.0.1:8080`. Required (checked by the
+    /// validator, so a missing key is reported at the mapping that lacks it).
+    #[schemars(required)]
+    pub listen: Option<Sp<String>>,
+    /// Downstream TLS (HTTP/1.1 and h2 by ALPN).
+    pub tls: Option<RawTls>,
+    /// Admin listener: /metrics /healthz /readyz. Default `127.0.0.1:9901`.
+    pub admin: Option<Sp<String>>,
+    #[schemars(required)]
+    pub upstream: Option<Sp<RawUpstream>>,
+    #[serde(default)]
+    pub issuers: Vec<RawIssuer>,
+    #[serde(default)]
+    pub requests: RawRequests,
+    #[serde(default)]
+    pub identity_headers: RawIdentityHeaders,
+    /// Keep `Authorization` when forwarding. Default true.
+    pub forward_token: Option<bool>,
+    /// `stdout`, `stderr`, `off` or a file path. Default `stdout`.
+    pub decision_log: Option<Sp<String>>,
+    #[serde(default)]
+    pub defaults: RawDefaults,
+    /// Proxy worker threads. Default: the CPUs the process may use.
+    pub workers: Option<Sp<usize>>,
+    /// How long in-flight requests may take to finish after SIGTERM. Default `10s`.
+    pub shutdown_grace: Option<Sp<String>>,
+    /// Connection and resource limits (writ extension; defaults shown in the docs).
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub actions: Vec<RawAction>,
+}
+
+/// Resource limits. SPEC fixes the request-head limits (8 KiB target, 64 KiB /
+/// 100 header fields); these bound everything else.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Concurrent client connections; more wait in the listen backlog. Default 10000.
+    pub max_connections: Option<Sp<usize>>,
+    /// Time a client has to send a complete request head. Default `10s`.
+    pub header_read_timeout: Option<Sp<String>>,
+    /// Concurrent HTTP/2 streams per connection. Default 256.
+    pub max_h2_streams: Option<Sp<u32>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Sp<String>,
+    pub key: Sp<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// `http://` or `https://` base URL of the backend. Required.
+    #[schemars(required)]
+    pub url: Option<Sp<String>>,
+    /// CA bundle (PEM) for an https upstream.
+    pub ca: Option<Sp<String>>,
+    /// TLS server name for an https upstream, when it differs from the URL host.
+    pub server_name: Option<Sp<String>>,
+    pub connect_timeout: Option<Sp<String>>,
+    pub timeout: Option<Sp<String>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    /// Must equal the token's `iss` exactly.
+    pub issuer: Sp<String>,
+    pub audiences: Sp<Vec<String>>,
+    pub algorithms: Sp<Vec<Sp<String>>>,
+    pub jwks_file: Option<Sp<String>>,
+    pub jwks_url: Option<Sp<String>>,
+    pub jwks_refresh: Option<Sp<String>>,
+    /// CA bundle (PEM) to trust for an https `jwks_url` instead of the system roots.
+    pub jwks_ca: Option<Sp<String>>,
+    pub public_key_pem: Option<Sp<String>>,
+    pub hmac_secret_env: Option<Sp<String>>,
+    pub leeway: Option<Sp<String>>,
+    pub require_typ: Option<Sp<String>>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequests {
+    pub encoded_slash: Option<RejectKeep>,
+    pub semicolon: Option<RejectKeep>,
+    pub trailing_slash: Option<TrailingSlash>,
+    pub case_sensitive: Option<bool>,
+    pub method_override: Option<RejectStrip>,
+    pub url_override: Option<RejectStrip>,
+    pub max_token_bytes: Option<Sp<usize>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RejectKeep {
+    Reject,
+    Keep,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RejectStrip {
+    Reject,
+    Strip,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TrailingSlash {
+    Ignore,
+    Strict,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentityHeaders {
+    pub subject: Option<Sp<String>>,
+    pub actor: Option<Sp<String>>,
+    pub action: Option<Sp<String>>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaults {
+    pub unmatched: Option<Unmatched>,
+    pub mode: Option<RawMode>,
+    pub delegation: Option<RawDelegation>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Unmatched {
+    Deny,
+    Allow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(rename = "Mode")]
+pub enum RawMode {
+    Enforce,
+    Audit,
+}
+
+impl From<RawMode> for Mode {
+    fn from(m: RawMode) -> Mode {
+        match m {
+            RawMode::Enforce => Mode::Enforce,
+            RawMode::Audit => Mode::Audit,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(rename = "DelegationMode")]
+pub enum RawDelegationMode {
+    Forbid,
+    Allow,
+    Require,
+}
+
+impl From<RawDelegationMode> for DelegationMode {
+    fn from(m: RawDelegationMode) -> DelegationMode {
+        match m {
+            RawDelegationMode::Forbid => DelegationMode::Forbid,
+            RawDelegationMode::Allow => DelegationMode::Allow,
+            RawDelegationMode::Require => DelegationMode::Require,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDelegation {
+    pub mode: Option<RawDelegationMode>,
+    /// Globs on the current actor's `sub` (`*` matches any run of characters).
+    pub actors: Option<Vec<Sp<String>>>,
+    pub max_depth: Option<Sp<usize>>,
+    pub max_age: Option<Sp<String>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAction {
+    pub name: Sp<String>,
+    pub methods: Sp<Vec<Sp<String>>>,
+    /// `/literal/{param}/{*rest}`.
+    pub path: Sp<String>,
+    pub host: Option<Sp<String>>,
+    #[serde(default)]
+    pub execution: bool,
+    pub mode: Option<RawMode>,
+    #[serde(default)]
+    pub public: Option<Sp<bool>>,
+    pub require: Option<RawRequire>,
+    pub delegation: Option<RawDelegation>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequire {
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub any_scope: Vec<String>,
+    /// Equality on claims; `"{param}"` binds to a path parameter.
+    #[serde(default)]
+    pub claims: BTreeMap<String, Sp<RawClaimScalar>>,
+    pub auth_max_age: Option<Sp<String>>,
+    pub acr: Option<Vec<String>>,
+}
+
+/// A claim's expected value: YAML scalars only.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+#[schemars(rename = "ClaimScalar")]
+pub enum RawClaimScalar {
+    Bool(bool),
+    Int(i64),
+    Str(String),
+}
+
+impl From<RawClaimScalar> for ClaimScalar {
+    fn from(c: RawClaimScalar) -> ClaimScalar {
+        match c {
+            RawClaimScalar::Bool(b) => ClaimScalar::Bool(b),
+            RawClaimScalar::Int(i) => ClaimScalar::Int(i),
+            RawClaimScalar::Str(s) => ClaimScalar::Str(s),
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Server settings: how writ listens, where it forwards, its limits and its
+//! log sink. They shape the server, not decisions; a reload applies the ones
+//! that can change live and reports the others by name.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything in a config file that is not decision policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Proxy listener.
+    pub listen: SocketAddr,
+    /// Admin listener (`/metrics`, `/healthz`, `/readyz`).
+    pub admin: SocketAddr,
+    /// Downstream TLS.
+    pub tls: Option<TlsFiles>,
+    /// Where allowed requests go.
+    pub upstream: Upstream,
+    /// Decision log sink.
+    pub decision_log: LogTarget,
+    /// Proxy worker threads (`None`: the CPUs the process may use).
+    pub workers: Option<usize>,
+    /// How long a shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+    /// Connection and resource limits.
+    pub limits: Limits,
+}
+
+impl Settings {
+    /// The settings that differ in `new` but take effect only after a restart
+    /// (the listeners, TLS, worker threads, limits and the log sink).
+    pub fn restart_needed(&self, new: &Settings) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.listen != new.listen {
+            out.push("listen");
+        }
+        if self.admin != new.admin {
+            out.push("admin");
+        }
+        if self.tls != new.tls {
+            out.push("tls");
+        }
+        if self.workers != new.workers {
+            out.push("workers");
+        }
+        if self.limits != new.limits {
+            out.push("limits");
+        }
+        if self.decision_log != new.decision_log {
+            out.push("decision_log");
+        }
+        out
+    }
+
+    /// `new`, except for the settings that need a restart, which stay as they are.
+    pub fn live_part_of(&self, new: Settings) -> Settings {
+        Settings {
+            upstream: new.upstream,
+            shutdown_grace: new.shutdown_grace,
+            ..self.clone()
+        }
+    }
+}
+
+/// Connection and resource limits (`limits:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub max_h2_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            max_h2_streams: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub scheme_https: bool,
+    /// `host:port` to connect to.
+    pub authority: String,
+    /// Path prefix of the upstream URL, without trailing `/` ("" for none).
+    pub base_path: String,
+    pub ca: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    Stderr,
+    Off,
+    File(PathBuf),
+}

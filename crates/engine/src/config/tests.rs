@@ -1,0 +1,58 @@
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+use crate::config::LogTarget;
+
+fn load(text: &str) -> Result<Policy, ConfigErrors> {
+    load_config(text).map(|c| c.policy)
+}
+
+fn load_config(text: &str) -> Result<Config, ConfigErrors> {
+    load_str(text, "t.yaml", Path::new("."), "t.yaml".into())
+}
+
+const MINIMAL: &str = "listen: 127.0.0.1:8080\nupstream: { url: http://127.0.0.1:3000 }\nactions:\n  - { name: h, methods: [GET], path: /h, public: true }\n";
+
+#[test]
+fn defaults_are_the_spec_defaults() {
+    let Config {
+        policy: p,
+        settings: s,
+        ..
+    } = load_config(MINIMAL).unwrap();
+    assert_eq!(s.admin.to_string(), "127.0.0.1:9901");
+    assert_eq!(s.decision_log, LogTarget::Stdout);
+    assert!(p.forward_token);
+    assert!(!p.defaults.unmatched_allow);
+    assert_eq!(p.requests.max_token_bytes, 8192);
+    assert_eq!(s.shutdown_grace, Duration::from_secs(10));
+    assert_eq!(s.upstream.connect_timeout, Duration::from_secs(2));
+    assert_eq!(s.upstream.timeout, Duration::from_secs(30));
+    assert_eq!(p.identity.subject.as_str(), "x-writ-subject");
+    assert!(p.requests.case_sensitive);
+}
+
+#[test]
+fn every_semantic_problem_is_reported_with_its_position() {
+    let text = "listen: nowhere\nupstream: { url: ftp://x }\nshutdown_grace: 5 minutes\nactions:\n  - { name: a, methods: [GET], path: \"/x/{*rest}/y\", public: true }\n  - { name: b, methods: [POST], path: /run, execution: true, public: true }\n";
+    let errs = load(text).unwrap_err().0;
+    let at: Vec<(u64, u64)> = errs.iter().map(|e| (e.line, e.col)).collect();
+    assert_eq!(
+        at,
+        vec![(1, 9), (2, 18), (3, 17), (5, 38), (6, 70)],
+        "{errs:#?}"
+    );
+    assert!(errs[3].message.contains("must be the last segment"));
+    assert!(errs[4].message.contains("can never be public"));
+    assert!(errs.iter().all(|e| e.file == "t.yaml"));
+}
+
+#[test]
+fn conflicting_actions_name_both_locations() {
+    let text = "listen: 127.0.0.1:8080\nupstream: { url: http://127.0.0.1:3000 }\nactions:\n  - { name: a, methods: [GET], path: \"/t/{x}\", public: true }\n  - { name: b, methods: [GET, PUT], path: \"/t/{y}\", public: true }\n";
+    let errs = load(text).unwrap_err().0;
+    assert_eq!(errs.len(), 1);
+    assert_eq!((errs[0].line, errs[0].col), (5, 43));
+    assert!(errs[0].message.contains("t.yaml:4:"), "{}", errs[0].message);
+}

@@ -1,0 +1,746 @@
+//! raw -> [`Policy`]: every semantic check, each problem collected with its
+//! position so that one `writ check` run shows them all.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::HeaderName;
+use jsonwebtoken::Algorithm;
+
+use super::raw::{self, RawConfig, RejectKeep, RejectStrip, Sp, TrailingSlash};
+use super::settings::{Limits, LogTarget, Settings, TlsFiles, Upstream};
+use super::{Config, ConfigError, ConfigErrors, duration};
+use crate::authenticate::token::parse_alg;
+use crate::keys::{KeyFamily, KeySet};
+use crate::policy::router::{Methods, Router};
+use crate::policy::template::{Segment, Template};
+use crate::policy::{
+    Action, ClaimRule, Defaults, Delegation, IdentityHeaders, Issuer, KeySource, Policy, Requests,
+    Require,
+};
+use crate::vocab::{
+    Choice, ClaimScalar, DelegationMode, Mode, PathPolicy, STANDARD_METHODS, SegmentPolicy,
+    normalize_host,
+};
+
+struct Ctx<'a> {
+    file: &'a str,
+    base: &'a Path,
+    errors: Vec<ConfigError>,
+    watched: Vec<PathBuf>,
+}
+
+impl Ctx<'_> {
+    fn err_at(&mut self, line: u64, col: u64, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.to_string(),
+            line: line.max(1),
+            col: col.max(1),
+            message: message.into(),
+        });
+    }
+
+    fn err<T>(&mut self, at: &Sp<T>, message: impl Into<String>) {
+        self.err_at(at.line(), at.col(), message);
+    }
+
+    fn duration(&mut self, v: &Option<Sp<String>>, default: Duration) -> Duration {
+        match v {
+            None => default,
+            Some(s) => match duration::parse(s.get()) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.err(s, e);
+                    default
+                }
+            },
+        }
+    }
+
+    fn opt_duration(&mut self, v: &Option<Sp<String>>) -> Option<Duration> {
+        v.as_ref().map(|s| match duration::parse(s.get()) {
+            Ok(d) => d,
+            Err(e) => {
+                self.err(s, e);
+                Duration::ZERO
+            }
+        })
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn addr(&mut self, v: &Sp<String>) -> SocketAddr {
+        match v.get().parse() {
+            Ok(a) => a,
+            Err(_) => {
+                self.err(v, format!("`{}` is not an IP:port address", v.get()));
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            }
+        }
+    }
+
+    fn header(&mut self, v: &Option<Sp<String>>, default: &'static str) -> HeaderName {
+        match v {
+            None => HeaderName::from_static(default),
+            Some(s) => match HeaderName::from_bytes(s.get().to_ascii_lowercase().as_bytes()) {
+                Ok(h) => h,
+                Err(_) => {
+                    self.err(s, format!("`{}` is not a valid header name", s.get()));
+                    HeaderName::from_static(default)
+                }
+            },
+        }
+    }
+}
+
+pub(super) fn compile(
+    raw: RawConfig,
+    file: &str,
+    base: &Path,
+    source: PathBuf,
+) -> Result<Config, ConfigErrors> {
+    let mut cx = Ctx {
+        file,
+        base,
+        errors: Vec::new(),
+        watched: vec![source.clone()],
+    };
+    let listen = match &raw.listen {
+        Some(l) => cx.addr(l),
+        None => {
+            cx.err_at(1, 1, "missing required key `listen`");
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        }
+    };
+    let admin = match &raw.admin {
+        Some(a) => cx.addr(a),
+        None => SocketAddr::from(([127, 0, 0, 1], 9901)),
+    };
+    let tls = raw.tls.as_ref().map(|t| {
+        let cert = cx.path(t.cert.get());
+        let key = cx.path(t.key.get());
+        for (p, at) in [(&cert, &t.cert), (&key, &t.key)] {
+            if let Err(e) = std::fs::metadata(p) {
+                cx.err(at, format!("cannot read `{}`: {e}", p.display()));
+            }
+        }
+        cx.watched.push(cert.clone());
+        cx.watched.push(key.clone());
+        TlsFiles { cert, key }
+    });
+    let upstream = match &raw.upstream {
+        Some(u) => upstream(&mut cx, u),
+        None => {
+            cx.err_at(1, 1, "missing required key `upstream`");
+            missing_upstream()
+        }
+    };
+    let issuers: Vec<Issuer> = raw.issuers.iter().map(|i| issuer(&mut cx, i)).collect();
+    let mut seen_iss: HashSet<&str> = HashSet::new();
+    for i in &raw.issuers {
+        if !seen_iss.insert(i.issuer.get().as_str()) {
+            cx.err(
+                &i.issuer,
+                format!("issuer `{}` is configured twice", i.issuer.get()),
+            );
+        }
+    }
+
+    let r = &raw.requests;
+    let requests = Requests {
+        path: PathPolicy {
+            segment: SegmentPolicy {
+                encoded_slash: keep(r.encoded_slash),
+                semicolon: keep(r.semicolon),
+            },
+            strict_trailing_slash: r.trailing_slash == Some(TrailingSlash::Strict),
+        },
+        case_sensitive: r.case_sensitive.unwrap_or(true),
+        method_override: strip(r.method_override),
+        url_override: strip(r.url_override),
+        max_token_bytes: match &r.max_token_bytes {
+            Some(v) if *v.get() < 64 => {
+                cx.err(v, "max_token_bytes must be at least 64");
+                8192
+            }
+            Some(v) => *v.get(),
+            None => 8192,
+        },
+    };
+
+    let ih = &raw.identity_headers;
+    let identity = IdentityHeaders {
+        subject: cx.header(&ih.subject, "x-writ-subject"),
+        actor: cx.header(&ih.actor, "x-writ-actor"),
+        action: cx.header(&ih.action, "x-writ-action"),
+    };
+
+    let decision_log = match raw.decision_log.as_ref().map(|s| s.get().as_str()) {
+        None | Some("stdout") => LogTarget::Stdout,
+        Some("stderr") => LogTarget::Stderr,
+        Some("off") => LogTarget::Off,
+        Some("") => {
+            if let Some(s) = &raw.decision_log {
+                cx.err(s, "decision_log must be stdout, stderr, off or a file path");
+            }
+            LogTarget::Off
+        }
+        Some(p) => LogTarget::File(cx.path(p)),
+    };
+
+    let defaults = Defaults {
+        unmatched_allow: raw.defaults.unmatched == Some(raw::Unmatched::Allow),
+        mode: raw.defaults.mode.map_or(Mode::Enforce, Mode::from),
+        delegation: match &raw.defaults.delegation {
+            Some(d) => delegation(&mut cx, d),
+            None => Delegation::forbid(),
+        },
+    };
+
+    let workers = raw.workers.as_ref().map(|w| {
+        if *w.get() == 0 {
+            cx.err(w, "workers must be at least 1");
+        }
+        (*w.get()).max(1)
+    });
+    let shutdown_grace = cx.duration(&raw.shutdown_grace, Duration::from_secs(10));
+    let limits = limits(&mut cx, &raw.limits);
+
+    let mut router = Router::new(requests.case_sensitive);
+    let mut actions: Vec<Action> = Vec::new();
+    let mut names: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut named_methods = HashSet::new();
+    for a in &raw.actions {
+        let Some(action) = action(&mut cx, a, &requests) else {
+            continue;
+        };
+        if let Some((l, c)) = names.get(&action.name) {
+            cx.err(
+                &a.name,
+                format!(
+                    "action name `{}` is already used at {file}:{l}:{c}",
+                    action.name
+                ),
+            );
+            continue;
+        }
+        names.insert(action.name.clone(), action.location);
+        if !action.public && issuers.is_empty() {
+            cx.err(
+                &a.name,
+                format!(
+                    "action `{}` needs a token but no issuer is configured",
+                    action.name
+                ),
+            );
+        }
+        if let Methods::List(l) = &action.methods {
+            named_methods.extend(l.iter().cloned());
+        }
+        let idx = actions.len();
+        if let Err(c) = router.insert(
+            idx,
+            &action.template,
+            action.host.clone(),
+            action.methods.clone(),
+        ) {
+            let other = &actions[c.existing];
+            cx.err(
+                &a.path,
+                format!(
+                    "action `{}` conflicts with action `{}` at {file}:{}:{}: same method ({}), host and path shape",
+                    action.name, other.name, other.location.0, other.location.1, c.method
+                ),
+            );
+            continue;
+        }
+        actions.push(action);
+    }
+
+    if !cx.errors.is_empty() {
+        cx.errors.sort_by_key(|e| (e.line, e.col));
+        return Err(ConfigErrors(cx.errors));
+    }
+    let any_method = actions.iter().any(|a| matches!(a.methods, Methods::Any));
+    Ok(Config {
+        policy: Policy {
+            any_method,
+            generation: 0,
+            source,
+            issuers,
+            requests,
+            identity,
+            forward_token: raw.forward_token.unwrap_or(true),
+            defaults,
+            actions,
+            router,
+            named_methods,
+        },
+        settings: Settings {
+            listen,
+            admin,
+            tls,
+            upstream,
+            decision_log,
+            workers,
+            shutdown_grace,
+            limits,
+        },
+        watched_files: cx.watched,
+    })
+}
+
+fn limits(cx: &mut Ctx<'_>, l: &raw::RawLimits) -> Limits {
+    let d = Limits::default();
+    let positive = |cx: &mut Ctx<'_>, v: &Option<Sp<usize>>, name: &str, default: usize| match v {
+        Some(x) if *x.get() == 0 => {
+            cx.err(x, format!("{name} must be at least 1"));
+            default
+        }
+        Some(x) => *x.get(),
+        None => default,
+    };
+    let header_read_timeout = cx.duration(&l.header_read_timeout, d.header_read_timeout);
+    if header_read_timeout.is_zero()
+        && let Some(x) = &l.header_read_timeout
+    {
+        cx.err(x, "header_read_timeout must be more than 0");
+    }
+    Limits {
+        max_connections: positive(cx, &l.max_connections, "max_connections", d.max_connections),
+        header_read_timeout,
+        max_h2_streams: match &l.max_h2_streams {
+            Some(x) if *x.get() == 0 => {
+                cx.err(x, "max_h2_streams must be at least 1");
+                d.max_h2_streams
+            }
+            Some(x) => *x.get(),
+            None => d.max_h2_streams,
+        },
+    }
+}
+
+fn keep(v: Option<RejectKeep>) -> Choice {
+    match v {
+        Some(RejectKeep::Keep) => Choice::Keep,
+        _ => Choice::Reject,
+    }
+}
+
+fn strip(v: Option<RejectStrip>) -> Choice {
+    match v {
+        Some(RejectStrip::Strip) => Choice::Keep,
+        _ => Choice::Reject,
+    }
+}
+
+fn missing_upstream() -> Upstream {
+    Upstream {
+        scheme_https: false,
+        authority: String::new(),
+        base_path: String::new(),
+        ca: None,
+        server_name: None,
+        connect_timeout: Duration::from_secs(2),
+        timeout: Duration::from_secs(30),
+    }
+}
+
+fn upstream(cx: &mut Ctx<'_>, at: &Sp<raw::RawUpstream>) -> Upstream {
+    let u = at.get();
+    let Some(url_sp) = &u.url else {
+        cx.err(at, "missing required key `url` in `upstream`");
+        return missing_upstream();
+    };
+    let url = url_sp.get();
+    let (https, rest) = if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else {
+        cx.err(
+            url_sp,
+            format!("upstream url `{url}` must start with http:// or https://"),
+        );
+        (false, "")
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if !rest.is_empty() && (authority.is_empty() || authority.contains('@')) {
+        cx.err(url_sp, format!("upstream url `{url}` has no usable host"));
+    }
+    if path.contains('?') || path.contains('#') {
+        cx.err(url_sp, "upstream url must not have a query or fragment");
+    }
+    let authority = if authority.contains(':') && !authority.ends_with(']') {
+        authority.to_string()
+    } else {
+        format!("{authority}:{}", if https { 443 } else { 80 })
+    };
+    let ca = u.ca.as_ref().map(|c| {
+        let p = cx.path(c.get());
+        if let Err(e) = std::fs::metadata(&p) {
+            cx.err(c, format!("cannot read CA file `{}`: {e}", p.display()));
+        }
+        if !https {
+            cx.err(c, "`ca` only applies to an https upstream");
+        }
+        p
+    });
+    Upstream {
+        scheme_https: https,
+        authority,
+        base_path: path.trim_end_matches('/').to_string(),
+        ca,
+        server_name: u.server_name.as_ref().map(|s| s.get().clone()),
+        connect_timeout: cx.duration(&u.connect_timeout, Duration::from_secs(2)),
+        timeout: cx.duration(&u.timeout, Duration::from_secs(30)),
+    }
+}
+
+fn is_hmac(a: Algorithm) -> bool {
+    matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+}
+
+fn issuer(cx: &mut Ctx<'_>, i: &raw::RawIssuer) -> Issuer {
+    let mut algorithms = Vec::new();
+    for a in i.algorithms.get() {
+        if a.get().eq_ignore_ascii_case("none") {
+            cx.err(a, "algorithm `none` is never allowed");
+            continue;
+        }
+        match parse_alg(a.get()) {
+            Some(alg) => algorithms.push(alg),
+            None => cx.err(a, format!("unknown algorithm `{}`", a.get())),
+        }
+    }
+    if algorithms.is_empty() && cx.errors.iter().all(|e| e.line != i.algorithms.line()) {
+        cx.err(&i.algorithms, "algorithms must list at least one algorithm");
+    }
+    let hmac = algorithms.iter().any(|a| is_hmac(*a));
+    let asym = algorithms.iter().any(|a| !is_hmac(*a));
+    if hmac && asym {
+        cx.err(
+            &i.algorithms,
+            "HS* algorithms cannot be mixed with asymmetric ones (algorithm confusion)",
+        );
+    }
+    if i.audiences.get().is_empty() {
+        cx.err(&i.audiences, "audiences must list at least one audience");
+    }
+    let sources: Vec<(&str, &Sp<String>)> = [
+        ("jwks_file", &i.jwks_file),
+        ("jwks_url", &i.jwks_url),
+        ("public_key_pem", &i.public_key_pem),
+        ("hmac_secret_env", &i.hmac_secret_env),
+    ]
+    .into_iter()
+    .filter_map(|(n, v)| v.as_ref().map(|v| (n, v)))
+    .collect();
+    let mut keys = KeySet::default();
+    let mut source = KeySource::Pem;
+    match sources.as_slice() {
+        [] => cx.err(
+            &i.issuer,
+            "issuer needs exactly one key source: jwks_file, jwks_url, public_key_pem or hmac_secret_env",
+        ),
+        [(kind, v)] => match *kind {
+            "jwks_file" => {
+                let p = cx.path(v.get());
+                source = KeySource::File(p.clone());
+                cx.watched.push(p.clone());
+                match std::fs::read(&p) {
+                    Ok(b) => match KeySet::from_jwks(&b) {
+                        Ok(k) => keys = k,
+                        Err(e) => cx.err(v, format!("`{}`: {e}", p.display())),
+                    },
+                    Err(e) => cx.err(v, format!("cannot read `{}`: {e}", p.display())),
+                }
+            }
+            "jwks_url" => {
+                let u = v.get();
+                if !(u.starts_with("https://") || u.starts_with("http://")) {
+                    cx.err(v, "jwks_url must be an http(s) URL");
+                }
+                source = KeySource::Url(u.clone());
+            }
+            "public_key_pem" => {
+                let text = v.get();
+                let bytes = if text.contains("-----BEGIN") {
+                    Some(text.as_bytes().to_vec())
+                } else {
+                    let p = cx.path(text);
+                    cx.watched.push(p.clone());
+                    match std::fs::read(&p) {
+                        Ok(b) => Some(b),
+                        Err(e) => {
+                            cx.err(v, format!("cannot read `{}`: {e}", p.display()));
+                            None
+                        }
+                    }
+                };
+                if let Some(b) = bytes {
+                    match KeySet::from_public_pem(&b) {
+                        Ok(k) => keys = k,
+                        Err(e) => cx.err(v, e),
+                    }
+                }
+            }
+            _ => {
+                source = KeySource::Secret;
+                match std::env::var(v.get()) {
+                    Ok(s) if s.len() >= 32 => keys = KeySet::from_secret(s.as_bytes()),
+                    Ok(_) => cx.err(v, format!("secret in `{}` must be at least 32 bytes", v.get())),
+                    Err(_) => cx.err(v, format!("environment variable `{}` is not set", v.get())),
+                }
+            }
+        },
+        [_, (n2, v2), ..] => cx.err(
+            v2,
+            format!("issuer has more than one key source (`{n2}` and another); use exactly one"),
+        ),
+    }
+    // The key material must fit the allowlist, or no token could ever verify.
+    if !keys.is_empty() {
+        let fits = keys
+            .families()
+            .any(|f| algorithms.iter().any(|a| f.accepts(*a)));
+        let secret = keys.families().any(|f| f == KeyFamily::Hmac);
+        if secret && asym {
+            cx.err(
+                &i.algorithms,
+                "an HMAC secret can only verify HS* algorithms",
+            );
+        } else if !fits && !algorithms.is_empty() {
+            cx.err(
+                &i.algorithms,
+                "no configured key can verify any of these algorithms",
+            );
+        }
+    }
+    let leeway = cx.duration(&i.leeway, Duration::from_secs(30));
+    let jwks_refresh = cx.duration(&i.jwks_refresh, Duration::from_secs(300));
+    if let Some(r) = &i.jwks_refresh
+        && i.jwks_url.is_none()
+    {
+        cx.err(r, "jwks_refresh only applies to jwks_url");
+    }
+    let jwks_ca = i.jwks_ca.as_ref().map(|c| {
+        let p = cx.path(c.get());
+        if let Err(e) = std::fs::metadata(&p) {
+            cx.err(c, format!("cannot read CA file `{}`: {e}", p.display()));
+        }
+        if i.jwks_url.is_none() {
+            cx.err(c, "jwks_ca only applies to jwks_url");
+        }
+        cx.watched.push(p.clone());
+        p
+    });
+    Issuer {
+        jwks_ca,
+        issuer: i.issuer.get().clone(),
+        audiences: i.audiences.get().clone(),
+        algorithms,
+        source,
+        keys: Arc::new(ArcSwap::from_pointee(keys)),
+        kick: None,
+        jwks_refresh,
+        leeway,
+        require_typ: i.require_typ.as_ref().map(|t| t.get().clone()),
+    }
+}
+
+fn delegation(cx: &mut Ctx<'_>, d: &raw::RawDelegation) -> Delegation {
+    let actors = d.actors.as_ref().map(|a| {
+        for g in a {
+            if g.get().is_empty() {
+                cx.err(g, "an actor glob must not be empty");
+            }
+        }
+        a.iter().map(|g| g.get().clone()).collect()
+    });
+    if let Some(m) = &d.max_depth
+        && *m.get() == 0
+    {
+        cx.err(
+            m,
+            "max_depth must be at least 1 (a delegated token has a chain of 1 or more)",
+        );
+    }
+    Delegation {
+        mode: d.mode.map_or(DelegationMode::Forbid, DelegationMode::from),
+        actors,
+        max_depth: d.max_depth.as_ref().map(|m| *m.get()),
+        max_age: cx.opt_duration(&d.max_age),
+    }
+}
+
+fn action(cx: &mut Ctx<'_>, a: &raw::RawAction, requests: &Requests) -> Option<Action> {
+    let name = a.name.get().clone();
+    let mut ok = true;
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+    {
+        cx.err(
+            &a.name,
+            format!("action name `{name}` must be letters, digits, `-`, `_`, `.` or `:`"),
+        );
+        ok = false;
+    }
+    if name.starts_with('_') {
+        cx.err(&a.name, "action names starting with `_` are reserved");
+        ok = false;
+    }
+    let ms = a.methods.get();
+    let methods = if ms.is_empty() {
+        cx.err(
+            &a.methods,
+            "methods must list at least one method (or \"*\")",
+        );
+        ok = false;
+        Methods::Any
+    } else if ms.iter().any(|m| m.get() == "*") {
+        if ms.len() > 1 {
+            cx.err(
+                &a.methods,
+                "\"*\" already names every method; list it alone",
+            );
+        }
+        Methods::Any
+    } else {
+        let mut list = Vec::new();
+        for m in ms {
+            let v = m.get();
+            if v.is_empty()
+                || !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                cx.err(m, format!("`{v}` is not a valid HTTP method"));
+                ok = false;
+            } else if v.eq_ignore_ascii_case("CONNECT") || v.eq_ignore_ascii_case("TRACE") {
+                cx.err(
+                    m,
+                    format!("{v} is always refused by writ and cannot be named"),
+                );
+                ok = false;
+            } else if STANDARD_METHODS.iter().any(|s| s.eq_ignore_ascii_case(v))
+                && !STANDARD_METHODS.contains(&v.as_str())
+            {
+                cx.err(
+                    m,
+                    format!(
+                        "method names are case-sensitive: write `{}`",
+                        v.to_ascii_uppercase()
+                    ),
+                );
+                ok = false;
+            } else {
+                list.push(v.clone());
+            }
+        }
+        Methods::List(list)
+    };
+    let template = match Template::parse(a.path.get(), requests.path.strict_trailing_slash) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            cx.err(&a.path, e);
+            ok = false;
+            None
+        }
+    };
+    let public = a.public.as_ref().is_some_and(|p| *p.get());
+    if public && a.execution {
+        cx.err(
+            a.public.as_ref()?,
+            format!("action `{name}` is execution-triggering and can never be public"),
+        );
+        ok = false;
+    }
+    if public && (a.require.is_some() || a.delegation.is_some()) {
+        cx.err(
+            a.public.as_ref()?,
+            format!("action `{name}` is public: `require` and `delegation` would never be checked"),
+        );
+        ok = false;
+    }
+    let host = a.host.as_ref().map(|h| {
+        let n = normalize_host(h.get());
+        if n.is_empty() || n.contains('/') {
+            cx.err(h, format!("`{}` is not a host name", h.get()));
+        }
+        n
+    });
+    let params: Vec<String> = template
+        .as_ref()
+        .map(Template::param_names)
+        .unwrap_or_default();
+    let mut require = Require::default();
+    if let Some(r) = &a.require {
+        require.scopes = r.scopes.clone();
+        require.any_scope = r.any_scope.clone();
+        require.acr = r.acr.clone();
+        require.auth_max_age = cx.opt_duration(&r.auth_max_age);
+        for (claim, v) in &r.claims {
+            let rule = match v.get() {
+                raw::RawClaimScalar::Str(s) if s.starts_with('{') && s.ends_with('}') => {
+                    let p = &s[1..s.len() - 1];
+                    let p = p.strip_prefix('*').unwrap_or(p);
+                    if !params.iter().any(|n| n == p) {
+                        cx.err(
+                            v,
+                            format!(
+                                "claim `{claim}` binds to `{{{p}}}`, which path `{}` does not have",
+                                a.path.get()
+                            ),
+                        );
+                        ok = false;
+                    }
+                    ClaimRule::Param(p.to_string())
+                }
+                other => ClaimRule::Equals(ClaimScalar::from(other.clone())),
+            };
+            require.claims.push((claim.clone(), rule));
+        }
+    }
+    let delegation_rule = a.delegation.as_ref().map(|d| delegation(cx, d));
+    let template = template?;
+    if template
+        .segments
+        .iter()
+        .any(|s| matches!(s, Segment::Literal(l) if l.is_empty()))
+        && !requests.path.strict_trailing_slash
+    {
+        ok = false;
+    }
+    if !ok {
+        return None;
+    }
+    Some(Action {
+        name,
+        location: (a.name.line(), a.name.col()),
+        methods,
+        template,
+        host,
+        execution: a.execution,
+        mode: a.mode.map(Mode::from),
+        public,
+        require,
+        delegation: delegation_rule,
+    })
+}

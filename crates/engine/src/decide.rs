@@ -1,0 +1,145 @@
+//! The one entry point: [`decide`] runs the stages in request order and turns
+//! their results into a [`Decision`]. The proxy, `explain`, `test`, `demo`, the
+//! benches and the fuzz targets all call it; a new front door is one more caller,
+//! a new check one more step in a stage.
+
+use std::sync::Arc;
+
+use crate::authenticate::cache::TokenCache;
+use crate::authenticate::token::Verified;
+use crate::authenticate::{Credentials, authenticate};
+use crate::authorize::authorize;
+use crate::classify::classify;
+use crate::decision::{Check, Denial, Permit, Reason, Staged, Verdict};
+use crate::normalize::{NormalizedTarget, normalize};
+use crate::policy::Policy;
+use crate::request::Request;
+use crate::vocab::{Mode, normalize_host};
+
+/// What a decision depends on besides the policy and the request.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// Seconds since the Unix epoch (fractional).
+    pub now: f64,
+    /// Where the token comes from.
+    pub credentials: &'a Credentials,
+    /// Verified tokens from earlier requests (`None`: verify every time).
+    pub cache: Option<&'a TokenCache>,
+    /// Whether to list every check (`explain`, a failing `writ test` case).
+    pub trace: bool,
+}
+
+/// Everything the engine concluded about one request.
+#[derive(Debug)]
+pub struct Decision {
+    /// Allow, deny, or an audit-mode would-be denial.
+    pub verdict: Verdict,
+    /// Index of the matched action.
+    pub action: Option<usize>,
+    /// The normalized target (what is classified and forwarded).
+    pub target: Option<NormalizedTarget>,
+    /// The host as matched (lowercase, no port, no trailing dot).
+    pub host: Option<String>,
+    /// Path parameters of the matched template, as normalized.
+    pub params: Vec<(String, String)>,
+    /// The verified token, when authentication passed.
+    pub token: Option<Arc<Verified>>,
+    /// Every check in order; empty unless [`Context::trace`] was set.
+    pub checks: Vec<Check>,
+    /// The form body to forward instead of the client's, when `method_override:
+    /// strip` removed `_method` pairs from it.
+    pub form_body: Option<Vec<u8>>,
+}
+
+/// Decides one request under `policy`.
+pub fn decide(policy: &Policy, req: &Request<'_>, cx: &Context<'_>) -> Decision {
+    let mut d = Decision {
+        verdict: Verdict::Deny(Denial::new(Reason::BadRequest, "")),
+        action: None,
+        target: None,
+        host: req.host.map(normalize_host),
+        params: Vec::new(),
+        token: None,
+        checks: Vec::new(),
+        form_body: None,
+    };
+    d.verdict = run(policy, req, cx, &mut d);
+    d
+}
+
+/// Takes a stage's result, adding its checks to the trace when one is kept.
+fn take<T>(cx: &Context<'_>, d: &mut Decision, staged: Staged<T>) -> Result<T, Denial> {
+    if cx.trace {
+        Check::from_steps(&staged.steps, staged.result.as_ref().err(), &mut d.checks);
+    }
+    staged.result
+}
+
+fn run(policy: &Policy, req: &Request<'_>, cx: &Context<'_>, d: &mut Decision) -> Verdict {
+    let normalized = match take(cx, d, normalize(policy, req)) {
+        Ok(n) => n,
+        Err(e) => return Verdict::Deny(e),
+    };
+    d.form_body = normalized.form_body;
+    let staged = classify(policy, req.method, d.host.as_deref(), &normalized.target);
+    d.target = Some(normalized.target);
+    let found = match take(cx, d, staged) {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            return Verdict::Allow {
+                permit: Permit::unauthenticated(),
+                reason: Reason::Allowed,
+            };
+        }
+        Err(e) if e.reason == Reason::NoMatchingAction => {
+            return audit_or_deny(policy.defaults.mode, e, false);
+        }
+        Err(e) => return Verdict::Deny(e),
+    };
+    d.action = Some(found.action);
+    d.params = found.params;
+    let action = policy.action(found.action);
+    let mode = action.mode.unwrap_or(policy.defaults.mode);
+    if action.public {
+        return Verdict::Allow {
+            permit: Permit::unauthenticated(),
+            reason: Reason::Public,
+        };
+    }
+
+    let staged = authenticate(
+        policy,
+        cx.cache,
+        req.headers,
+        cx.credentials,
+        action,
+        cx.now,
+    );
+    let token = match take(cx, d, staged) {
+        Ok(v) => v,
+        Err(e) => return audit_or_deny(mode, e, false),
+    };
+    d.token = Some(token.clone());
+
+    match take(cx, d, authorize(policy, action, &d.params, &token, cx.now)) {
+        Ok(permit) => Verdict::Allow {
+            permit,
+            reason: Reason::Allowed,
+        },
+        Err(e) => audit_or_deny(mode, e, true),
+    }
+}
+
+/// `token_verified`: whether authentication passed before the denial.
+fn audit_or_deny(mode: Mode, e: Denial, token_verified: bool) -> Verdict {
+    match mode {
+        Mode::Audit => Verdict::AuditDeny {
+            permit: Permit::audit_pass(token_verified),
+            denial: e,
+        },
+        Mode::Enforce => Verdict::Deny(e),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,575 @@
+//! Outcomes of the pipeline as data: the fixed reason vocabulary of SPEC's Responses
+//! table, denials, and the permit that forwarding requires.
+
+use std::fmt;
+
+/// Every reason writ can give, one variant per entry of SPEC's Responses table.
+/// Metric labels and log fields come only from `as_str`, so a client can never
+/// create a new label value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Allowed,
+    Public,
+    BadRequest,
+    MethodOverride,
+    UrlOverride,
+    MethodNotAllowed,
+    NoToken,
+    MalformedToken,
+    BadSignature,
+    UnknownKey,
+    AlgNotAllowed,
+    TokenExpired,
+    TokenNotYetValid,
+    WrongIssuer,
+    WrongAudience,
+    WrongTokenType,
+    TokenTooLarge,
+    DelegationExpired,
+    InsufficientScope,
+    ClaimMismatch,
+    DelegationForbidden,
+    DelegationRequired,
+    ActorNotAllowed,
+    DelegationTooDeep,
+    NoMatchingAction,
+    StepUpRequired,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+    BodyTooLarge,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 29] = [
+        Reason::Allowed,
+        Reason::Public,
+        Reason::BadRequest,
+        Reason::MethodOverride,
+        Reason::UrlOverride,
+        Reason::MethodNotAllowed,
+        Reason::NoToken,
+        Reason::MalformedToken,
+        Reason::BadSignature,
+        Reason::UnknownKey,
+        Reason::AlgNotAllowed,
+        Reason::TokenExpired,
+        Reason::TokenNotYetValid,
+        Reason::WrongIssuer,
+        Reason::WrongAudience,
+        Reason::WrongTokenType,
+        Reason::TokenTooLarge,
+        Reason::DelegationExpired,
+        Reason::InsufficientScope,
+        Reason::ClaimMismatch,
+        Reason::DelegationForbidden,
+        Reason::DelegationRequired,
+        Reason::ActorNotAllowed,
+        Reason::DelegationTooDeep,
+        Reason::NoMatchingAction,
+        Reason::StepUpRequired,
+        Reason::UpstreamUnavailable,
+        Reason::UpstreamTimeout,
+        Reason::BodyTooLarge,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Allowed => "allowed",
+            Reason::Public => "public",
+            Reason::BadRequest => "bad_request",
+            Reason::MethodOverride => "method_override",
+            Reason::UrlOverride => "url_override",
+            Reason::MethodNotAllowed => "method_not_allowed",
+            Reason::NoToken => "no_token",
+            Reason::MalformedToken => "malformed_token",
+            Reason::BadSignature => "bad_signature",
+            Reason::UnknownKey => "unknown_key",
+            Reason::AlgNotAllowed => "alg_not_allowed",
+            Reason::TokenExpired => "token_expired",
+            Reason::TokenNotYetValid => "token_not_yet_valid",
+            Reason::WrongIssuer => "wrong_issuer",
+            Reason::WrongAudience => "wrong_audience",
+            Reason::WrongTokenType => "wrong_token_type",
+            Reason::TokenTooLarge => "token_too_large",
+            Reason::DelegationExpired => "delegation_expired",
+            Reason::InsufficientScope => "insufficient_scope",
+            Reason::ClaimMismatch => "claim_mismatch",
+            Reason::DelegationForbidden => "delegation_forbidden",
+            Reason::DelegationRequired => "delegation_required",
+            Reason::ActorNotAllowed => "actor_not_allowed",
+            Reason::DelegationTooDeep => "delegation_too_deep",
+            Reason::NoMatchingAction => "no_matching_action",
+            Reason::StepUpRequired => "step_up_required",
+            Reason::UpstreamUnavailable => "upstream_unavailable",
+            Reason::UpstreamTimeout => "upstream_timeout",
+            Reason::BodyTooLarge => "body_too_large",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// HTTP status of a rejection with this reason (SPEC Responses table).
+    /// Allowed reasons answer with the backend's status; 200 stands in for it here.
+    pub fn status(self) -> u16 {
+        match self {
+            Reason::Allowed | Reason::Public => 200,
+            Reason::BadRequest | Reason::MethodOverride | Reason::UrlOverride => 400,
+            Reason::MethodNotAllowed => 405,
+            Reason::NoToken
+            | Reason::MalformedToken
+            | Reason::BadSignature
+            | Reason::UnknownKey
+            | Reason::AlgNotAllowed
+            | Reason::TokenExpired
+            | Reason::TokenNotYetValid
+            | Reason::WrongIssuer
+            | Reason::WrongAudience
+            | Reason::WrongTokenType
+            | Reason::TokenTooLarge
+            | Reason::DelegationExpired
+            | Reason::StepUpRequired => 401,
+            Reason::InsufficientScope
+            | Reason::ClaimMismatch
+            | Reason::DelegationForbidden
+            | Reason::DelegationRequired
+            | Reason::ActorNotAllowed
+            | Reason::DelegationTooDeep
+            | Reason::NoMatchingAction => 403,
+            Reason::UpstreamUnavailable => 502,
+            Reason::UpstreamTimeout => 504,
+            Reason::BodyTooLarge => 413,
+        }
+    }
+
+    /// Short human title for the problem+json body (RFC 9457 `title`).
+    pub fn title(self) -> &'static str {
+        match self {
+            Reason::Allowed | Reason::Public => "Allowed",
+            Reason::BadRequest | Reason::MethodOverride | Reason::UrlOverride => "Bad Request",
+            Reason::MethodNotAllowed => "Method Not Allowed",
+            Reason::NoToken => "Authentication required",
+            Reason::MalformedToken
+            | Reason::BadSignature
+            | Reason::UnknownKey
+            | Reason::AlgNotAllowed
+            | Reason::TokenExpired
+            | Reason::TokenNotYetValid
+            | Reason::WrongIssuer
+            | Reason::WrongAudience
+            | Reason::WrongTokenType
+            | Reason::TokenTooLarge
+            | Reason::DelegationExpired => "Invalid token",
+            Reason::InsufficientScope => "Insufficient scope",
+            Reason::ClaimMismatch
+            | Reason::DelegationForbidden
+            | Reason::DelegationRequired
+            | Reason::ActorNotAllowed
+            | Reason::DelegationTooDeep
+            | Reason::NoMatchingAction => "Forbidden",
+            Reason::StepUpRequired => "Stronger authentication required",
+            Reason::UpstreamUnavailable => "Bad Gateway",
+            Reason::UpstreamTimeout => "Gateway Timeout",
+            Reason::BodyTooLarge => "Content Too Large",
+        }
+    }
+
+    /// Whether the reason belongs in `WWW-Authenticate: Bearer error="invalid_token"`.
+    pub fn is_invalid_token(self) -> bool {
+        matches!(
+            self,
+            Reason::MalformedToken
+                | Reason::BadSignature
+                | Reason::UnknownKey
+                | Reason::AlgNotAllowed
+                | Reason::TokenExpired
+                | Reason::TokenNotYetValid
+                | Reason::WrongIssuer
+                | Reason::WrongAudience
+                | Reason::WrongTokenType
+                | Reason::TokenTooLarge
+                | Reason::DelegationExpired
+        )
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Extra data a challenge needs (RFC 6750 `scope=`, RFC 9470 `max_age=` / `acr_values=`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChallengeParams {
+    pub scope: Option<String>,
+    pub max_age: Option<u64>,
+    pub acr_values: Option<String>,
+}
+
+/// A refusal: the reason, a human detail (never token bytes) and challenge data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub reason: Reason,
+    /// Usually `reason.status()`; 414 and 431 are `bad_request` with their own status.
+    pub status: u16,
+    pub detail: String,
+    pub challenge: ChallengeParams,
+    /// Methods for the `Allow` header of a 405.
+    pub allow: Vec<String>,
+}
+
+impl Denial {
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
+        Denial {
+            reason,
+            status: reason.status(),
+            detail: detail.into(),
+            challenge: ChallengeParams::default(),
+            allow: Vec::new(),
+        }
+    }
+
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// The `WWW-Authenticate` value for this denial, if its status calls for one.
+    pub fn www_authenticate(&self) -> Option<String> {
+        let r = self.reason;
+        if r == Reason::NoToken {
+            return Some(r#"Bearer realm="writ""#.to_string());
+        }
+        if r.is_invalid_token() {
+            return Some(format!(
+                r#"Bearer realm="writ", error="invalid_token", error_description="{}""#,
+                quote_safe(&self.detail)
+            ));
+        }
+        if r == Reason::InsufficientScope {
+            let scope = self.challenge.scope.as_deref().unwrap_or("");
+            return Some(format!(
+                r#"Bearer realm="writ", error="insufficient_scope", scope="{}""#,
+                quote_safe(scope)
+            ));
+        }
+        if r == Reason::StepUpRequired {
+            let mut v = String::from(
+                r#"Bearer realm="writ", error="insufficient_user_authentication", error_description="a stronger or more recent authentication is required""#,
+            );
+            if let Some(max_age) = self.challenge.max_age {
+                v.push_str(&format!(", max_age={max_age}"));
+            }
+            if let Some(acr) = &self.challenge.acr_values {
+                v.push_str(&format!(r#", acr_values="{}""#, quote_safe(acr)));
+            }
+            return Some(v);
+        }
+        None
+    }
+}
+
+/// Keeps a value safe inside a quoted-string: no quotes, backslashes or control bytes.
+fn quote_safe(s: &str) -> String {
+    s.chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .collect()
+}
+
+/// Proof that authorization allowed a request. Only the pipeline can mint one
+/// (private field), and forwarding takes one, so no code path can forward a
+/// request that was not decided (linkerd's `Permitted<T>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::manual_non_exhaustive)] // the private field is the point: no minting outside
+pub struct Permit {
+    /// Identity headers to set: verified `sub` and the current actor.
+    pub subject: Option<String>,
+    pub actor: Option<String>,
+    /// Whether identity headers are set at all: false for an audit pass, whose
+    /// denial must not be dressed up as a verified identity.
+    pub set_identity: bool,
+    /// Whether writ verified the request's bearer token itself: only then may
+    /// `Authorization` be forwarded (a backend that reads claims from it would
+    /// otherwise trust a forgery writ never checked).
+    pub token_verified: bool,
+    _private: (),
+}
+
+impl Permit {
+    /// Forward with this verified identity (the token was verified).
+    pub(crate) fn verified(subject: Option<String>, actor: Option<String>) -> Self {
+        Permit {
+            subject,
+            actor,
+            set_identity: true,
+            token_verified: true,
+            _private: (),
+        }
+    }
+
+    /// Forward without a verified token: a public action, or an unmatched
+    /// request under `unmatched: allow`.
+    pub(crate) fn unauthenticated() -> Self {
+        Permit {
+            subject: None,
+            actor: None,
+            set_identity: true,
+            token_verified: false,
+            _private: (),
+        }
+    }
+
+    /// An audit-mode would-be denial, forwarded without identity headers;
+    /// `token_verified` says whether authentication itself passed.
+    pub(crate) fn audit_pass(token_verified: bool) -> Self {
+        Permit {
+            subject: None,
+            actor: None,
+            set_identity: false,
+            token_verified,
+            _private: (),
+        }
+    }
+}
+
+/// How a verdict is recorded: the one place these label values are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Labels {
+    /// `writ_requests_total{decision}`: allow, deny, audit_deny.
+    pub metric: &'static str,
+    /// The decision log's `decision`: an audit-mode pass is a `deny` (SPEC).
+    pub log: &'static str,
+    /// The decision log's `enforced`: false only for an audit-mode pass.
+    pub enforced: bool,
+}
+
+impl Labels {
+    /// An allowed request.
+    pub const ALLOW: Labels = Labels {
+        metric: "allow",
+        log: "allow",
+        enforced: true,
+    };
+    /// A refused request (also anything refused before a decision).
+    pub const DENY: Labels = Labels {
+        metric: "deny",
+        log: "deny",
+        enforced: true,
+    };
+    /// A would-be denial that audit mode forwarded.
+    pub const AUDIT_DENY: Labels = Labels {
+        metric: "audit_deny",
+        log: "deny",
+        enforced: false,
+    };
+}
+
+/// What the pipeline decided for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow {
+        permit: Permit,
+        reason: Reason,
+    },
+    Deny(Denial),
+    /// Audit mode: the denial is recorded, the request is forwarded anyway.
+    AuditDeny {
+        permit: Permit,
+        denial: Denial,
+    },
+}
+
+impl Verdict {
+    pub fn reason(&self) -> Reason {
+        match self {
+            Verdict::Allow { reason, .. } => *reason,
+            Verdict::Deny(d) | Verdict::AuditDeny { denial: d, .. } => d.reason,
+        }
+    }
+
+    pub fn permit(&self) -> Option<&Permit> {
+        match self {
+            Verdict::Allow { permit, .. } | Verdict::AuditDeny { permit, .. } => Some(permit),
+            Verdict::Deny(_) => None,
+        }
+    }
+
+    /// How the verdict is recorded: metric and log labels, enforcement.
+    pub fn labels(&self) -> Labels {
+        match self {
+            Verdict::Allow { .. } => Labels::ALLOW,
+            Verdict::Deny(_) => Labels::DENY,
+            Verdict::AuditDeny { .. } => Labels::AUDIT_DENY,
+        }
+    }
+
+    /// The denial, enforced or not.
+    pub fn denial(&self) -> Option<&Denial> {
+        match self {
+            Verdict::Allow { .. } => None,
+            Verdict::Deny(d) | Verdict::AuditDeny { denial: d, .. } => Some(d),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The SPEC Responses table, row by row.
+    #[test]
+    fn statuses_match_spec_table() {
+        let table: &[(&str, u16)] = &[
+            ("bad_request", 400),
+            ("method_override", 400),
+            ("url_override", 400),
+            ("method_not_allowed", 405),
+            ("no_token", 401),
+            ("malformed_token", 401),
+            ("bad_signature", 401),
+            ("unknown_key", 401),
+            ("alg_not_allowed", 401),
+            ("token_expired", 401),
+            ("token_not_yet_valid", 401),
+            ("wrong_issuer", 401),
+            ("wrong_audience", 401),
+            ("wrong_token_type", 401),
+            ("token_too_large", 401),
+            ("delegation_expired", 401),
+            ("insufficient_scope", 403),
+            ("claim_mismatch", 403),
+            ("delegation_forbidden", 403),
+            ("delegation_required", 403),
+            ("actor_not_allowed", 403),
+            ("delegation_too_deep", 403),
+            ("no_matching_action", 403),
+            ("step_up_required", 401),
+            ("upstream_unavailable", 502),
+            ("upstream_timeout", 504),
+        ];
+        for (name, status) in table {
+            let r = Reason::parse(name).unwrap_or_else(|| panic!("{name} missing"));
+            assert_eq!(r.status(), *status, "{name}");
+            assert_eq!(r.as_str(), *name);
+        }
+    }
+
+    #[test]
+    fn challenges_match_spec_table() {
+        assert_eq!(
+            Denial::new(Reason::NoToken, "x")
+                .www_authenticate()
+                .as_deref(),
+            Some(r#"Bearer realm="writ""#)
+        );
+        let c = Denial::new(Reason::TokenExpired, "token expired \"x\"")
+            .www_authenticate()
+            .unwrap();
+        assert!(c.contains(r#"error="invalid_token""#), "{c}");
+        assert!(c.contains(r#"error_description="token expired x""#), "{c}");
+        let mut d = Denial::new(Reason::InsufficientScope, "x");
+        d.challenge.scope = Some("jobs:execute".into());
+        assert!(
+            d.www_authenticate()
+                .unwrap()
+                .contains(r#"error="insufficient_scope", scope="jobs:execute""#)
+        );
+        let mut d = Denial::new(Reason::StepUpRequired, "x");
+        d.challenge.max_age = Some(600);
+        d.challenge.acr_values = Some("mfa".into());
+        let c = d.www_authenticate().unwrap();
+        assert!(c.contains(r#"error="insufficient_user_authentication""#));
+        assert!(c.contains("max_age=600") && c.contains(r#"acr_values="mfa""#));
+        for r in [
+            Reason::ClaimMismatch,
+            Reason::BadRequest,
+            Reason::UpstreamTimeout,
+        ] {
+            assert_eq!(Denial::new(r, "x").www_authenticate(), None);
+        }
+    }
+}
+
+/// Most checks one stage runs (authenticate: size, presence, verification,
+/// time claims and shape).
+const MAX_STEPS: usize = 6;
+
+/// The checks one stage ran, in order, as `(stage label, check name)`. When the
+/// stage failed, the last one is the check that failed. Plain data with no
+/// allocation, so stages return it on every request, traced or not.
+#[derive(Debug, Clone, Copy)]
+pub struct Steps {
+    ran: [(&'static str, &'static str); MAX_STEPS],
+    len: usize,
+}
+
+impl Steps {
+    /// No check yet.
+    pub const fn new() -> Self {
+        Steps {
+            ran: [("", ""); MAX_STEPS],
+            len: 0,
+        }
+    }
+
+    /// Records that a check is about to run.
+    pub fn ran(&mut self, stage: &'static str, name: &'static str) {
+        if let Some(slot) = self.ran.get_mut(self.len) {
+            *slot = (stage, name);
+            self.len += 1;
+        }
+    }
+
+    /// The checks in the order they ran.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+        self.ran[..self.len].iter().copied()
+    }
+}
+
+impl Default for Steps {
+    fn default() -> Self {
+        Steps::new()
+    }
+}
+
+/// What a stage returns: its result and the checks it ran to get there.
+#[derive(Debug)]
+pub struct Staged<T> {
+    /// Checks run, in order (the last one failed if `result` is an error).
+    pub steps: Steps,
+    /// The stage's output, or the denial of its first failing check.
+    pub result: Result<T, Denial>,
+}
+
+/// One check as `writ explain` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// The stage label (`normalize`, `classify`, `token`, `claims`, `authorize`).
+    pub stage: &'static str,
+    /// What was checked.
+    pub name: &'static str,
+    /// Whether it passed.
+    pub ok: bool,
+    /// `ok`, or `reason: detail` of the failure.
+    pub detail: String,
+}
+
+impl Check {
+    /// The checks of one stage's run, with the failure (if any) on the last one.
+    pub fn from_steps(steps: &Steps, failed: Option<&Denial>, out: &mut Vec<Check>) {
+        let n = steps.len;
+        for (i, (stage, name)) in steps.iter().enumerate() {
+            let failure = if i + 1 == n { failed } else { None };
+            out.push(Check {
+                stage,
+                name,
+                ok: failure.is_none(),
+                detail: failure
+                    .map(|d| format!("{}: {}", d.reason, d.detail))
+                    .unwrap_or_else(|| "ok".into()),
+            });
+        }
+    }
+}

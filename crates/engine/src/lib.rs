@@ -1,0 +1,50 @@
+//! writ's decision engine: one pure function from (policy, request, time) to a
+//! [`Decision`], and everything it needs, with no I/O but reading the files a
+//! config names (key files) at load.
+//!
+//! ```text
+//!  normalize ─► classify ─► authenticate ─► authorize ─► Decision
+//!  (target)     (action)    (token)         (permit)     (verdict, trace)
+//! ```
+//!
+//! Modules, lowest first; a module imports only modules above it in this list
+//! (checked by `tests/layering.rs`):
+//!
+//! - [`vocab`]: shared words (modes, choices, claim scalars, methods, hosts, globs)
+//! - [`decision`], [`keys`], [`claims`], [`clock`], [`request`]: reasons and verdicts,
+//!   key material, claims, time, the request inputs
+//! - [`escape`]: percent-escapes and path segments
+//! - [`policy`]: the compiled policy (actions, templates, the router)
+//! - the stages in request order: [`normalize`], [`classify`], [`authenticate`],
+//!   [`authorize`]
+//! - [`decide`]: runs the stages, returns the [`Decision`] and its trace
+//! - [`config`]: YAML to a [`Policy`] and server [`Settings`](config::Settings)
+//! - [`cases`]: policy test cases (`writ test`), evaluated through [`decide`]
+#![forbid(unsafe_code)]
+
+pub mod vocab;
+
+pub mod claims;
+pub mod clock;
+pub mod decision;
+pub mod keys;
+pub mod request;
+
+pub mod escape;
+
+pub mod policy;
+
+pub mod authenticate;
+pub mod authorize;
+pub mod classify;
+pub mod normalize;
+
+pub mod decide;
+
+pub mod config;
+
+pub mod cases;
+
+pub use decide::{Context, Decision, decide};
+pub use policy::Policy;
+pub use request::Request;
