@@ -103,11 +103,24 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     Ok(r)
 }
 
-async fn start_echo() -> Result<SocketAddr, String> {
-    let l = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let addr = l.local_addr().map_err(|e| e.to_string())?;
+/// Why the tour stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("timed out")]
+    Timeout,
+    #[error(transparent)]
+    Mint(#[from] crate::mint::MintError),
+    #[error(transparent)]
+    Config(#[from] writ_engine::config::ConfigErrors),
+    #[error(transparent)]
+    Serve(#[from] crate::serve::ServeError),
+}
+
+async fn start_echo() -> Result<SocketAddr, DemoError> {
+    let l = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
             tokio::spawn(async move {
@@ -126,22 +139,19 @@ async fn send(
     method: &str,
     target: &str,
     token: Option<&str>,
-) -> Result<(u16, Value), String> {
-    let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+) -> Result<(u16, Value), DemoError> {
+    let mut s = TcpStream::connect(addr).await?;
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
     let req = format!(
         "{method} {target} HTTP/1.1\r\nHost: api.example.com\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
     );
-    s.write_all(req.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+    s.write_all(req.as_bytes()).await?;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
         .await
-        .map_err(|_| "timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| DemoError::Timeout)??;
     let text = String::from_utf8_lossy(&buf);
     let status = text
         .split(' ')
@@ -153,26 +163,25 @@ async fn send(
     Ok((status, v))
 }
 
-fn token(claims: Value) -> Result<String, String> {
+fn token(claims: Value) -> Result<String, DemoError> {
     let key = read_private_key(DEMO_KEY.as_bytes())?;
     let kid = thumbprint(&key.key, key.alg)?;
-    sign(&key, key.alg, Some(kid), &claims)
+    Ok(sign(&key, key.alg, Some(kid), &claims)?)
 }
 
-async fn tour(once: bool) -> Result<(), String> {
+async fn tour(once: bool) -> Result<(), DemoError> {
     let st = Style {
         on: std::io::stdout().is_terminal(),
     };
     let backend = start_echo().await?;
     let dir = std::env::temp_dir().join(format!("writ-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("jwks.json"), DEMO_JWKS).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("jwks.json"), DEMO_JWKS)?;
     let config = DEMO_CONFIG
         .replace("127.0.0.1:8080", "127.0.0.1:0")
         .replace("127.0.0.1:9901", "127.0.0.1:0")
         .replace("http://127.0.0.1:3000", &format!("http://{backend}"));
-    let policy = writ_engine::config::load_str(&config, "demo.yaml", &dir, dir.join("demo.yaml"))
-        .map_err(|e| e.to_string())?;
+    let policy = writ_engine::config::load_str(&config, "demo.yaml", &dir, dir.join("demo.yaml"))?;
     let server = Server::bind(policy, None).await?;
     let (proxy, admin) = (server.proxy_addr, server.admin_addr);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

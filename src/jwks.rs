@@ -147,23 +147,42 @@ async fn fetch_loop(
     }
 }
 
+/// Why one JWKS fetch failed (the last good keys stay).
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("bad URL: {0}")]
+    Url(http::Error),
+    #[error("timed out")]
+    Timeout,
+    #[error("request failed: {0}")]
+    Request(String),
+    #[error("status {0}")]
+    Status(http::StatusCode),
+    #[error("body timed out")]
+    BodyTimeout,
+    #[error("body refused: {0}")]
+    Body(String),
+    #[error(transparent)]
+    Keys(#[from] writ_engine::keys::KeyError),
+}
+
 async fn fetch(
     client: &Client<
         hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
         Empty<Bytes>,
     >,
     url: &str,
-) -> Result<(KeySet, Option<Duration>), String> {
+) -> Result<(KeySet, Option<Duration>), FetchError> {
     let req = Request::get(url)
         .header("accept", "application/json")
         .body(Empty::new())
-        .map_err(|e| format!("bad URL: {e}"))?;
+        .map_err(FetchError::Url)?;
     let resp = tokio::time::timeout(FETCH_TIMEOUT, client.request(req))
         .await
-        .map_err(|_| "timed out".to_string())?
-        .map_err(|e| format!("request failed: {}", crate::telemetry::error_chain(&e)))?;
+        .map_err(|_| FetchError::Timeout)?
+        .map_err(|e| FetchError::Request(crate::telemetry::error_chain(&e)))?;
     if !resp.status().is_success() {
-        return Err(format!("status {}", resp.status()));
+        return Err(FetchError::Status(resp.status()));
     }
     let max_age = resp
         .headers()
@@ -180,8 +199,8 @@ async fn fetch(
         Limited::new(resp.into_body(), MAX_JWKS_BYTES).collect(),
     )
     .await
-    .map_err(|_| "body timed out".to_string())?
-    .map_err(|e| format!("body refused: {e}"))?
+    .map_err(|_| FetchError::BodyTimeout)?
+    .map_err(|e| FetchError::Body(e.to_string()))?
     .to_bytes();
     let keys = KeySet::from_jwks(&body)?;
     Ok((keys, max_age))

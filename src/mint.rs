@@ -17,13 +17,33 @@ pub struct SigningKey {
     pub alg: Algorithm,
 }
 
+/// Why a token could not be minted.
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    #[error("no private key in PEM: {0}")]
+    NoPrivateKey(rustls_pki_types::pem::Error),
+    #[error("bad RSA key: {0}")]
+    BadRsaKey(jsonwebtoken::errors::Error),
+    #[error("unsupported EC curve (P-256 and P-384 are supported)")]
+    UnsupportedCurve,
+    #[error("cannot re-encode the Ed25519 key")]
+    Ed25519Encoding,
+    #[error("unsupported PKCS#8 key type")]
+    UnsupportedPkcs8,
+    #[error("unsupported private key format")]
+    UnsupportedFormat,
+    #[error("cannot compute key thumbprint: {0}")]
+    Thumbprint(jsonwebtoken::errors::Error),
+    #[error("cannot sign: {0}")]
+    Sign(jsonwebtoken::errors::Error),
+}
+
 /// Reads a PEM private key of any supported kind.
-pub fn read_private_key(pem: &[u8]) -> Result<SigningKey, String> {
-    let der =
-        PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("no private key in PEM: {e}"))?;
+pub fn read_private_key(pem: &[u8]) -> Result<SigningKey, MintError> {
+    let der = PrivateKeyDer::from_pem_slice(pem).map_err(MintError::NoPrivateKey)?;
     match der {
         PrivateKeyDer::Pkcs1(_) => Ok(SigningKey {
-            key: EncodingKey::from_rsa_pem(pem).map_err(|e| format!("bad RSA key: {e}"))?,
+            key: EncodingKey::from_rsa_pem(pem).map_err(MintError::BadRsaKey)?,
             alg: Algorithm::RS256,
         }),
         PrivateKeyDer::Sec1(k) => {
@@ -40,7 +60,7 @@ pub fn read_private_key(pem: &[u8]) -> Result<SigningKey, String> {
                     });
                 }
             }
-            Err("unsupported EC curve (P-256 and P-384 are supported)".into())
+            Err(MintError::UnsupportedCurve)
         }
         PrivateKeyDer::Pkcs8(k) => {
             let der = k.secret_pkcs8_der();
@@ -59,9 +79,7 @@ pub fn read_private_key(pem: &[u8]) -> Result<SigningKey, String> {
             if let Ok(pair) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
                 // PKCS#8 v2 (with the public key) is normalized to v1, the form
                 // the signer and the thumbprint expect.
-                let v1 = pair
-                    .to_pkcs8v1()
-                    .map_err(|_| "cannot re-encode the Ed25519 key".to_string())?;
+                let v1 = pair.to_pkcs8v1().map_err(|_| MintError::Ed25519Encoding)?;
                 return Ok(SigningKey {
                     key: EncodingKey::from_ed_der(v1.as_ref()),
                     alg: Algorithm::EdDSA,
@@ -69,21 +87,21 @@ pub fn read_private_key(pem: &[u8]) -> Result<SigningKey, String> {
             }
             if RsaKeyPair::from_pkcs8(der).is_ok() {
                 return Ok(SigningKey {
-                    key: EncodingKey::from_rsa_pem(pem).map_err(|e| format!("bad RSA key: {e}"))?,
+                    key: EncodingKey::from_rsa_pem(pem).map_err(MintError::BadRsaKey)?,
                     alg: Algorithm::RS256,
                 });
             }
-            Err("unsupported PKCS#8 key type".into())
+            Err(MintError::UnsupportedPkcs8)
         }
-        _ => Err("unsupported private key format".into()),
+        _ => Err(MintError::UnsupportedFormat),
     }
 }
 
 /// RFC 7638 thumbprint of the key's public part (the default `kid`).
-pub fn thumbprint(key: &EncodingKey, alg: Algorithm) -> Result<String, String> {
+pub fn thumbprint(key: &EncodingKey, alg: Algorithm) -> Result<String, MintError> {
     Jwk::from_encoding_key(key, alg)
         .and_then(|j| j.thumbprint(ThumbprintHash::SHA256))
-        .map_err(|e| format!("cannot compute key thumbprint: {e}"))
+        .map_err(MintError::Thumbprint)
 }
 
 /// Builds the nested `act` object from a chain (first = current actor).
@@ -104,9 +122,9 @@ pub fn sign(
     alg: Algorithm,
     kid: Option<String>,
     claims: &Value,
-) -> Result<String, String> {
+) -> Result<String, MintError> {
     let mut header = Header::new(alg);
     header.typ = Some("at+jwt".into());
     header.kid = kid;
-    jsonwebtoken::encode(&header, claims, &key.key).map_err(|e| format!("cannot sign: {e}"))
+    jsonwebtoken::encode(&header, claims, &key.key).map_err(MintError::Sign)
 }

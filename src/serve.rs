@@ -82,6 +82,23 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Why `writ run` could not start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot install the SIGHUP handler: {0}")]
+    Signal(std::io::Error),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("decision log: {0}")]
+    DecisionLog(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("cannot listen on {0}{1}: {2}")]
+    Listen(SocketAddr, &'static str, std::io::Error),
+    #[error("{0}")]
+    LocalAddr(std::io::Error),
+}
+
 pub struct Server {
     pub shared: Arc<Shared>,
     pub proxy_addr: SocketAddr,
@@ -94,34 +111,37 @@ pub struct Server {
 
 impl Server {
     /// Binds both listeners and starts the admin server and the decision log.
-    pub async fn bind(mut config: Config, config_path: Option<PathBuf>) -> Result<Server, String> {
+    pub async fn bind(
+        mut config: Config,
+        config_path: Option<PathBuf>,
+    ) -> Result<Server, ServeError> {
         // Installed before anything answers /readyz: a SIGHUP sent once writ looks
         // ready must reload it, not kill it.
         let hup = match &config_path {
             Some(_) => Some(
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                    .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?,
+                    .map_err(ServeError::Signal)?,
             ),
             None => None,
         };
         config.policy.generation = 1;
         let settings = &config.settings;
-        let metrics = Metrics::new().map_err(|e| format!("metrics: {e}"))?;
+        let metrics = Metrics::new()?;
         metrics.config_generation.set(1);
         let log = DecisionLog::start(&settings.decision_log, metrics.decision_log_dropped.clone())
-            .map_err(|e| format!("decision log: {e}"))?;
+            .map_err(ServeError::DecisionLog)?;
         let tls = match &settings.tls {
             Some(t) => Some(crate::tls::acceptor(&t.cert, &t.key)?),
             None => None,
         };
         let listener = TcpListener::bind(settings.listen)
             .await
-            .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+            .map_err(|e| ServeError::Listen(settings.listen, "", e))?;
         let admin_listener = TcpListener::bind(settings.admin)
             .await
-            .map_err(|e| format!("cannot listen on {} (admin): {e}", settings.admin))?;
-        let proxy_addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
+            .map_err(|e| ServeError::Listen(settings.admin, " (admin)", e))?;
+        let proxy_addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
+        let admin_addr = admin_listener.local_addr().map_err(ServeError::LocalAddr)?;
         let upstream = Upstream::new(&settings.upstream)?;
         let jwks = crate::jwks::JwksRegistry::default();
         jwks.attach(&mut config.policy, &metrics.jwks_refresh);

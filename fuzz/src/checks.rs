@@ -530,7 +530,7 @@ pub fn example_policies() -> &'static [Policy] {
 /// the way `load_cases` shows them), then every case against every example.
 pub fn check_cases(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    let Ok(file): Result<CaseFile, String> = parse_cases(&text, "fuzz.cases.yaml") else {
+    let Ok(file): Result<CaseFile, _> = parse_cases(&text, "fuzz.cases.yaml") else {
         return;
     };
     for case in &file.cases {

@@ -43,39 +43,58 @@ fn usage(msg: impl std::fmt::Display) -> u8 {
     2
 }
 
+/// A `--header` or `--claims` argument that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgError {
+    #[error("header `{0}` must be `Name: value`")]
+    HeaderShape(String),
+    #[error("`{0}` is not a header name")]
+    HeaderName(String),
+    #[error("header `{0}` has an invalid value")]
+    HeaderValue(String),
+    #[error("cannot read {}: {source}", path.display())]
+    ClaimsRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not a JSON or YAML object: {detail}", path.display())]
+    ClaimsSyntax { path: PathBuf, detail: String },
+    #[error("{}: claims must be an object", .0.display())]
+    ClaimsNotObject(PathBuf),
+}
+
 /// Parses `K: V` header arguments into a map.
-pub fn parse_headers(raw: &[String]) -> Result<HeaderMap, String> {
+pub fn parse_headers(raw: &[String]) -> Result<HeaderMap, ArgError> {
     let mut map = HeaderMap::new();
     for h in raw {
         let (k, v) = h
             .split_once(':')
-            .ok_or_else(|| format!("header `{h}` must be `Name: value`"))?;
+            .ok_or_else(|| ArgError::HeaderShape(h.clone()))?;
         let name = HeaderName::from_bytes(k.trim().as_bytes())
-            .map_err(|_| format!("`{}` is not a header name", k.trim()))?;
+            .map_err(|_| ArgError::HeaderName(k.trim().to_string()))?;
         let value = HeaderValue::from_str(v.trim())
-            .map_err(|_| format!("header `{}` has an invalid value", k.trim()))?;
+            .map_err(|_| ArgError::HeaderValue(k.trim().to_string()))?;
         map.append(name, value);
     }
     Ok(map)
 }
 
 /// Loads a claims object from JSON or YAML.
-pub fn load_claims(path: &PathBuf) -> Result<serde_json::Map<String, serde_json::Value>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn load_claims(path: &PathBuf) -> Result<serde_json::Map<String, serde_json::Value>, ArgError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ArgError::ClaimsRead {
+        path: path.clone(),
+        source,
+    })?;
     let v: serde_json::Value = match serde_json::from_str(&text) {
         Ok(v) => v,
-        Err(_) => serde_saphyr::from_str(&text).map_err(|e| {
-            format!(
-                "{}: not a JSON or YAML object: {}",
-                path.display(),
-                e.without_snippet()
-            )
+        Err(_) => serde_saphyr::from_str(&text).map_err(|e| ArgError::ClaimsSyntax {
+            path: path.clone(),
+            detail: e.without_snippet().to_string(),
         })?,
     };
     match v {
         serde_json::Value::Object(m) => Ok(m),
-        _ => Err(format!("{}: claims must be an object", path.display())),
+        _ => Err(ArgError::ClaimsNotObject(path.clone())),
     }
 }
 

@@ -4,13 +4,17 @@
 
 use std::path::{Path, PathBuf};
 
-use writ_engine::cases::{CaseFile, evaluate, mismatch, parse_cases};
+use writ_engine::cases::{CaseFile, CaseFileError, evaluate, mismatch, parse_cases};
 use writ_engine::clock::Clock;
 
 /// Reads and parses one case file.
-pub fn load_cases(path: &Path) -> Result<CaseFile, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{}:0:0: cannot read: {e}", path.display()))?;
+pub fn load_cases(path: &Path) -> Result<CaseFile, CaseFileError> {
+    let text = std::fs::read_to_string(path).map_err(|e| CaseFileError {
+        file: path.display().to_string(),
+        line: 0,
+        col: 0,
+        message: format!("cannot read: {e}"),
+    })?;
     parse_cases(&text, &path.display().to_string())
 }
 

@@ -1,7 +1,7 @@
 //! `writ schema`: the JSON Schema of the config (for yaml-language-server).
 
 pub fn run() -> u8 {
-    let schema = schemars::schema_for!(writ_engine::config::raw::RawConfig);
+    let schema = writ_engine::config::json_schema();
     match serde_json::to_string_pretty(&schema) {
         Ok(s) => {
             println!("{s}");

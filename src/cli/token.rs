@@ -52,12 +52,12 @@ fn fail(msg: impl std::fmt::Display) -> u8 {
 
 pub fn run(args: Args) -> u8 {
     let key = match (&args.key, &args.hmac_secret_env) {
-        (Some(p), _) => match std::fs::read(p)
-            .map_err(|e| format!("cannot read {}: {e}", p.display()))
-            .and_then(|b| read_private_key(&b))
-        {
-            Ok(k) => k,
-            Err(e) => return fail(e),
+        (Some(p), _) => match std::fs::read(p) {
+            Err(e) => return fail(format!("cannot read {}: {e}", p.display())),
+            Ok(b) => match read_private_key(&b) {
+                Ok(k) => k,
+                Err(e) => return fail(e),
+            },
         },
         (None, Some(var)) => match std::env::var(var) {
             Ok(s) => SigningKey {

@@ -146,7 +146,7 @@ pub fn check_time_and_shape(
     let times = c
         .times
         .as_ref()
-        .map_err(|e| Denial::new(Reason::MalformedToken, e.clone()))?;
+        .map_err(|e| Denial::new(Reason::MalformedToken, e.to_string()))?;
     let Some(exp) = times.exp else {
         return Err(Denial::new(Reason::MalformedToken, "`exp` is required"));
     };

@@ -9,8 +9,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::authenticate::Credentials;
-use crate::config::duration;
-use crate::config::raw::Sp;
+use crate::config::Sp;
+use crate::config::duration::{self, DurationError};
 use crate::decide::{Context, Decision, decide};
 use crate::decision::Verdict;
 use crate::policy::Policy;
@@ -62,8 +62,39 @@ pub struct Outcome {
     pub action: Option<String>,
 }
 
+/// A case that cannot be run as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CaseError {
+    /// `now-5x` and the like.
+    #[error(transparent)]
+    Date(#[from] DurationError),
+    /// A request header name HTTP does not allow.
+    #[error("bad header name `{0}`")]
+    HeaderName(String),
+    /// A request header value HTTP does not allow.
+    #[error("bad value for header `{0}`")]
+    HeaderValue(String),
+    /// A token with bytes a header cannot carry.
+    #[error("token is not a valid header value")]
+    Token,
+}
+
+/// A case file that does not parse, with its position.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{col}: {message}")]
+pub struct CaseFileError {
+    /// The file as named to [`parse_cases`].
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
 /// Replaces `now`, `now-5m`, `now+1h` strings (at any depth) by numeric dates.
-pub fn resolve_dates(v: &mut Value, now: f64) -> Result<(), String> {
+pub fn resolve_dates(v: &mut Value, now: f64) -> Result<(), CaseError> {
     match v {
         Value::String(s) if s == "now" || s.starts_with("now-") || s.starts_with("now+") => {
             let t = if s == "now" {
@@ -94,7 +125,7 @@ pub fn resolve_dates(v: &mut Value, now: f64) -> Result<(), String> {
 }
 
 /// Runs one case against the engine and says what it produced.
-pub fn evaluate(policy: &Policy, case: &Case, now: f64) -> Result<Outcome, String> {
+pub fn evaluate(policy: &Policy, case: &Case, now: f64) -> Result<Outcome, CaseError> {
     let d = decide_case(policy, case, now)?;
     let action = d.action.map(|i| policy.action(i).name.clone());
     // An enforced denial answers with its own status; anything forwarded is
@@ -113,17 +144,16 @@ pub fn evaluate(policy: &Policy, case: &Case, now: f64) -> Result<Outcome, Strin
 
 /// The decision for one case: its request, and its claims (dates resolved
 /// against `now`) or token, through [`decide`].
-pub fn decide_case(policy: &Policy, case: &Case, now: f64) -> Result<Decision, String> {
+pub fn decide_case(policy: &Policy, case: &Case, now: f64) -> Result<Decision, CaseError> {
     let mut headers = HeaderMap::new();
     for (k, v) in &case.request.headers {
         let name =
-            HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("bad header name `{k}`"))?;
-        let value = HeaderValue::from_str(v).map_err(|_| format!("bad value for header `{k}`"))?;
+            HeaderName::from_bytes(k.as_bytes()).map_err(|_| CaseError::HeaderName(k.clone()))?;
+        let value = HeaderValue::from_str(v).map_err(|_| CaseError::HeaderValue(k.clone()))?;
         headers.append(name, value);
     }
     if let Some(t) = &case.token {
-        let v = HeaderValue::from_str(&format!("Bearer {t}"))
-            .map_err(|_| "token is not a valid header value".to_string())?;
+        let v = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| CaseError::Token)?;
         headers.insert(http::header::AUTHORIZATION, v);
     }
     let creds = match &case.claims {
@@ -187,17 +217,22 @@ pub fn mismatch(expect: &Expect, got: &Outcome) -> Option<String> {
 }
 
 /// Parses a case file's text; errors name `file:line:col`.
-pub fn parse_cases(text: &str, file: &str) -> Result<CaseFile, String> {
+pub fn parse_cases(text: &str, file: &str) -> Result<CaseFile, CaseFileError> {
     serde_saphyr::from_str(text).map_err(|e| {
-        let (l, c) = e
+        let (line, col) = e
             .location()
-            .map(|l| (l.line(), l.column()))
+            .map(|l| (l.line() as usize, l.column() as usize))
             .unwrap_or((1, 1));
         let msg = e.without_snippet().to_string();
-        let msg = msg
+        let message = msg
             .rfind(" at line ")
             .map(|i| msg[..i].to_string())
             .unwrap_or(msg);
-        format!("{file}:{l}:{c}: {msg}")
+        CaseFileError {
+            file: file.to_string(),
+            line,
+            col,
+            message,
+        }
     })
 }

@@ -13,6 +13,42 @@ pub struct Actor {
     pub exp: Option<f64>,
 }
 
+/// A claim whose shape is wrong: reported as `malformed_token` at the step
+/// SPEC's check order puts it (kept until then, so signatures come first).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    /// A numeric date that is a number JSON cannot hold as `f64`.
+    #[error("`{0}` is not a valid number")]
+    BadNumber(String),
+    /// A numeric date that is not a number (`"exp": "never"`).
+    #[error("`{0}` is not a numeric date")]
+    NotNumericDate(String),
+    /// `scope` that is not a space-delimited string.
+    #[error("`scope` is not a string")]
+    ScopeNotString,
+    /// `scp` that is neither a string nor an array of strings.
+    #[error("`scp` is not a string or array")]
+    ScpNotStringOrArray,
+    /// An `scp` array with an entry that is not a string.
+    #[error("`scp` has a non-string entry")]
+    ScpEntryNotString,
+    /// `act` (at some depth) that is not an object.
+    #[error("`act` is not an object")]
+    ActNotObject,
+    /// An `act` chain longer than [`MAX_ACT_DEPTH`].
+    #[error("`act` is nested deeper than {MAX_ACT_DEPTH}")]
+    ActTooDeep,
+    /// An `act` without a string `sub`.
+    #[error("`act` has no string `sub`")]
+    ActNoSub,
+    /// An `act.exp` that is not a numeric date.
+    #[error("in `act`: {0}")]
+    ActDate(Box<ClaimError>),
+    /// An `act.iss` that is not a string.
+    #[error("`act.iss` is not a string")]
+    ActIssNotString,
+}
+
 /// Numeric-date claims. Parse errors are kept and reported at the time-claims
 /// step, so that the SPEC check order (signature before time claims) holds.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -30,11 +66,11 @@ pub struct Claims {
     pub client_id: Option<String>,
     /// `aud` as a list; `None` when absent or not a string / array of strings.
     pub aud: Option<Vec<String>>,
-    pub times: Result<Times, String>,
+    pub times: Result<Times, ClaimError>,
     pub acr: Option<String>,
-    pub scopes: Result<Vec<String>, String>,
+    pub scopes: Result<Vec<String>, ClaimError>,
     /// Current actor first; empty when not delegated.
-    pub act: Result<Vec<Actor>, String>,
+    pub act: Result<Vec<Actor>, ClaimError>,
     /// A `cnf` claim: sender-constrained tokens are refused until PoP exists.
     pub has_cnf: bool,
     /// Two member names (at any depth) equal under case folding: Go's
@@ -95,19 +131,19 @@ fn names_collide(map: &Map<String, Value>) -> bool {
     object(map)
 }
 
-fn numeric(raw: &Map<String, Value>, k: &str) -> Result<Option<f64>, String> {
+fn numeric(raw: &Map<String, Value>, k: &str) -> Result<Option<f64>, ClaimError> {
     match raw.get(k) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n
             .as_f64()
             .filter(|f| f.is_finite())
             .map(Some)
-            .ok_or_else(|| format!("`{k}` is not a valid number")),
-        Some(_) => Err(format!("`{k}` is not a numeric date")),
+            .ok_or_else(|| ClaimError::BadNumber(k.to_string())),
+        Some(_) => Err(ClaimError::NotNumericDate(k.to_string())),
     }
 }
 
-fn parse_times(raw: &Map<String, Value>) -> Result<Times, String> {
+fn parse_times(raw: &Map<String, Value>) -> Result<Times, ClaimError> {
     Ok(Times {
         exp: numeric(raw, "exp")?,
         nbf: numeric(raw, "nbf")?,
@@ -117,7 +153,7 @@ fn parse_times(raw: &Map<String, Value>) -> Result<Times, String> {
 }
 
 /// `scope` (space-delimited, RFC 9068) wins over `scp` (array or string).
-fn parse_scopes(raw: &Map<String, Value>) -> Result<Vec<String>, String> {
+fn parse_scopes(raw: &Map<String, Value>) -> Result<Vec<String>, ClaimError> {
     let split = |s: &str| {
         s.split(' ')
             .filter(|x| !x.is_empty())
@@ -126,7 +162,7 @@ fn parse_scopes(raw: &Map<String, Value>) -> Result<Vec<String>, String> {
     };
     match raw.get("scope") {
         Some(Value::String(s)) => return Ok(split(s)),
-        Some(_) => return Err("`scope` is not a string".into()),
+        Some(_) => return Err(ClaimError::ScopeNotString),
         None => {}
     }
     match raw.get("scp") {
@@ -136,29 +172,29 @@ fn parse_scopes(raw: &Map<String, Value>) -> Result<Vec<String>, String> {
             .iter()
             .map(|v| v.as_str().map(str::to_string))
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| "`scp` has a non-string entry".to_string()),
-        Some(_) => Err("`scp` is not a string or array".into()),
+            .ok_or(ClaimError::ScpEntryNotString),
+        Some(_) => Err(ClaimError::ScpNotStringOrArray),
     }
 }
 
-fn parse_act(v: Option<&Value>) -> Result<Vec<Actor>, String> {
+fn parse_act(v: Option<&Value>) -> Result<Vec<Actor>, ClaimError> {
     let mut chain = Vec::new();
     let mut cur = v;
     while let Some(v) = cur {
         let Value::Object(o) = v else {
-            return Err("`act` is not an object".into());
+            return Err(ClaimError::ActNotObject);
         };
         if chain.len() == MAX_ACT_DEPTH {
-            return Err(format!("`act` is nested deeper than {MAX_ACT_DEPTH}"));
+            return Err(ClaimError::ActTooDeep);
         }
         let Some(Value::String(sub)) = o.get("sub") else {
-            return Err("`act` has no string `sub`".into());
+            return Err(ClaimError::ActNoSub);
         };
-        let exp = numeric(o, "exp").map_err(|e| format!("in `act`: {e}"))?;
+        let exp = numeric(o, "exp").map_err(|e| ClaimError::ActDate(Box::new(e)))?;
         let iss = match o.get("iss") {
             None => None,
             Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => return Err("`act.iss` is not a string".into()),
+            Some(_) => return Err(ClaimError::ActIssNotString),
         };
         chain.push(Actor {
             sub: sub.clone(),
@@ -173,13 +209,23 @@ fn parse_act(v: Option<&Value>) -> Result<Vec<Actor>, String> {
 /// Parses a JSON object, refusing duplicate member names at any depth: a
 /// verifier that reads the last `sub` and a backend that reads the first one
 /// would disagree about who is calling (APISIX CVE-2022-25757).
-pub fn parse_json_object(bytes: &[u8]) -> Result<Map<String, Value>, String> {
-    let v: StrictValue =
-        serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
+pub fn parse_json_object(bytes: &[u8]) -> Result<Map<String, Value>, JsonObjectError> {
+    let v: StrictValue = serde_json::from_slice(bytes).map_err(JsonObjectError::Json)?;
     match v.0 {
         Value::Object(m) => Ok(m),
-        _ => Err("not a JSON object".into()),
+        _ => Err(JsonObjectError::NotObject),
     }
+}
+
+/// Why bytes are not a strict JSON object.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonObjectError {
+    /// Not JSON, or a duplicate member name.
+    #[error("not valid JSON: {0}")]
+    Json(serde_json::Error),
+    /// Valid JSON, but not an object.
+    #[error("not a JSON object")]
+    NotObject,
 }
 
 struct StrictValue(Value);

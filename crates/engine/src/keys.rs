@@ -6,6 +6,35 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
+/// Why key material was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Not a JWKS JSON document.
+    #[error("not a JWKS document: {0}")]
+    NotJwks(serde_json::Error),
+    /// A JWKS with no key writ can verify with.
+    #[error("JWKS has no usable signing key")]
+    NoUsableKey,
+    /// PEM text that does not parse.
+    #[error("bad PEM: {0}")]
+    BadPem(pem::PemError),
+    /// PEM that is not text.
+    #[error("PEM is not text")]
+    NotText,
+    /// No `PUBLIC KEY` block.
+    #[error("no PUBLIC KEY block in PEM")]
+    NoPublicKey,
+    /// A public key type writ does not verify with.
+    #[error("unsupported public key type in PEM")]
+    UnsupportedKeyType,
+    /// A PKCS#1 RSA key that does not load.
+    #[error("bad RSA public key: {0}")]
+    BadRsaKey(jsonwebtoken::errors::Error),
+    /// An SPKI key that does not load.
+    #[error("bad public key: {0}")]
+    BadKey(jsonwebtoken::errors::Error),
+}
+
 /// Asks whoever fetches an issuer's keys (the `jwks_url` refresher, outside the
 /// engine) for an early refresh: a token named a `kid` the set does not have.
 pub trait KeyRefresh: Send + Sync + std::fmt::Debug {
@@ -85,9 +114,8 @@ impl KeySet {
 
     /// Parses a JWKS document. Keys for encryption and key types we cannot
     /// verify with are skipped; a document with no usable key is an error.
-    pub fn from_jwks(bytes: &[u8]) -> Result<KeySet, String> {
-        let set: JwkSet =
-            serde_json::from_slice(bytes).map_err(|e| format!("not a JWKS document: {e}"))?;
+    pub fn from_jwks(bytes: &[u8]) -> Result<KeySet, KeyError> {
+        let set: JwkSet = serde_json::from_slice(bytes).map_err(KeyError::NotJwks)?;
         let mut out = KeySet::default();
         for jwk in &set.keys {
             if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
@@ -117,28 +145,28 @@ impl KeySet {
             });
         }
         if out.is_empty() {
-            return Err("JWKS has no usable signing key".into());
+            return Err(KeyError::NoUsableKey);
         }
         Ok(out)
     }
 
     /// Parses one PEM public key (SPKI `PUBLIC KEY` or PKCS#1 `RSA PUBLIC KEY`).
-    pub fn from_public_pem(pem: &[u8]) -> Result<KeySet, String> {
-        let text = std::str::from_utf8(pem).map_err(|_| "PEM is not text".to_string())?;
+    pub fn from_public_pem(pem: &[u8]) -> Result<KeySet, KeyError> {
+        let text = std::str::from_utf8(pem).map_err(|_| KeyError::NotText)?;
         let (family, key) = if text.contains("BEGIN RSA PUBLIC KEY") {
             (
                 KeyFamily::Rsa,
-                DecodingKey::from_rsa_pem(pem).map_err(|e| format!("bad RSA public key: {e}"))?,
+                DecodingKey::from_rsa_pem(pem).map_err(KeyError::BadRsaKey)?,
             )
         } else {
-            let blocks = pem::parse_many(pem).map_err(|e| format!("bad PEM: {e}"))?;
+            let blocks = pem::parse_many(pem).map_err(KeyError::BadPem)?;
             let spki = blocks
                 .iter()
                 .find(|b| b.tag() == "PUBLIC KEY")
-                .ok_or("no PUBLIC KEY block in PEM")?;
+                .ok_or(KeyError::NoPublicKey)?;
             let der = spki.contents();
-            let (family, load) = spki_family(der).ok_or("unsupported public key type in PEM")?;
-            let key = load(pem).map_err(|e| format!("bad public key: {e}"))?;
+            let (family, load) = spki_family(der).ok_or(KeyError::UnsupportedKeyType)?;
+            let key = load(pem).map_err(KeyError::BadKey)?;
             (family, key)
         };
         let mut out = KeySet::default();

@@ -4,7 +4,8 @@
 //! Reading the config and the key files it names is the engine's only I/O.
 
 pub mod duration;
-pub mod raw;
+mod raw;
+pub use raw::Sp;
 pub mod settings;
 mod validate;
 
@@ -61,6 +62,11 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl std::error::Error for ConfigErrors {}
+
+/// The JSON Schema of the config file (`writ schema`, for yaml-language-server).
+pub fn json_schema() -> schemars::Schema {
+    schemars::schema_for!(raw::RawConfig)
+}
 
 /// Reads and compiles the config at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {

@@ -54,7 +54,7 @@ impl Ctx<'_> {
             Some(s) => match duration::parse(s.get()) {
                 Ok(d) => d,
                 Err(e) => {
-                    self.err(s, e);
+                    self.err(s, e.to_string());
                     default
                 }
             },
@@ -65,7 +65,7 @@ impl Ctx<'_> {
         v.as_ref().map(|s| match duration::parse(s.get()) {
             Ok(d) => d,
             Err(e) => {
-                self.err(s, e);
+                self.err(s, e.to_string());
                 Duration::ZERO
             }
         })
@@ -495,7 +495,7 @@ fn issuer(cx: &mut Ctx<'_>, i: &raw::RawIssuer) -> Issuer {
                 if let Some(b) = bytes {
                     match KeySet::from_public_pem(&b) {
                         Ok(k) => keys = k,
-                        Err(e) => cx.err(v, e),
+                        Err(e) => cx.err(v, e.to_string()),
                     }
                 }
             }
@@ -659,7 +659,7 @@ fn action(cx: &mut Ctx<'_>, a: &raw::RawAction, requests: &Requests) -> Option<A
     let template = match Template::parse(a.path.get(), requests.path.strict_trailing_slash) {
         Ok(t) => Some(t),
         Err(e) => {
-            cx.err(&a.path, e);
+            cx.err(&a.path, e.to_string());
             ok = false;
             None
         }

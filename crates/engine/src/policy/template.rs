@@ -12,6 +12,24 @@ pub enum Segment {
 }
 
 /// A parsed template: its segments, with parameter names in order.
+/// A path template that cannot be used, with the template quoted in the message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("path template `{template}`{problem}")]
+pub struct TemplateError {
+    template: String,
+    /// Starts with ` ` or `: `, so the message reads as one sentence.
+    problem: String,
+}
+
+impl TemplateError {
+    fn new(template: &str, problem: impl Into<String>) -> TemplateError {
+        TemplateError {
+            template: template.to_string(),
+            problem: problem.into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     pub source: String,
@@ -21,9 +39,9 @@ pub struct Template {
 impl Template {
     /// Parses a template. `strict_trailing_slash` keeps a trailing `/` as an empty
     /// final literal, mirroring how the normalizer treats requests.
-    pub fn parse(s: &str, strict_trailing_slash: bool) -> Result<Template, String> {
+    pub fn parse(s: &str, strict_trailing_slash: bool) -> Result<Template, TemplateError> {
         if !s.starts_with('/') {
-            return Err(format!("path template `{s}` must start with `/`"));
+            return Err(TemplateError::new(s, " must start with `/`"));
         }
         let body = &s[1..];
         let mut segments = Vec::new();
@@ -43,7 +61,7 @@ impl Template {
                     }
                     continue;
                 }
-                return Err(format!("path template `{s}` has an empty segment (`//`)"));
+                return Err(TemplateError::new(s, " has an empty segment (`//`)"));
             }
             if let Some(inner) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
                 let (rest, name) = match inner.strip_prefix('*') {
@@ -55,21 +73,26 @@ impl Template {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
                 {
-                    return Err(format!(
-                        "path template `{s}`: parameter name `{inner}` must be letters, digits, `_` or `-`"
+                    return Err(TemplateError::new(
+                        s,
+                        format!(": parameter name `{inner}` must be letters, digits, `_` or `-`"),
                     ));
                 }
                 if segments
                     .iter()
                     .any(|seg| matches!(seg, Segment::Param(n) | Segment::Rest(n) if n == name))
                 {
-                    return Err(format!("path template `{s}` uses parameter `{name}` twice"));
+                    return Err(TemplateError::new(
+                        s,
+                        format!(" uses parameter `{name}` twice"),
+                    ));
                 }
                 if rest {
                     let trailing_only = i == last || (i + 1 == last && parts[last].is_empty());
                     if !trailing_only {
-                        return Err(format!(
-                            "path template `{s}`: `{{*{name}}}` must be the last segment"
+                        return Err(TemplateError::new(
+                            s,
+                            format!(": `{{*{name}}}` must be the last segment"),
                         ));
                     }
                     segments.push(Segment::Rest(name.to_string()));
@@ -79,13 +102,17 @@ impl Template {
                 continue;
             }
             if part.contains('{') || part.contains('}') {
-                return Err(format!(
-                    "path template `{s}`: segment `{part}` mixes text and a parameter; a parameter must be a whole segment"
+                return Err(TemplateError::new(
+                    s,
+                    format!(
+                        ": segment `{part}` mixes text and a parameter; a parameter must be a whole segment"
+                    ),
                 ));
             }
             if *part == "." || *part == ".." {
-                return Err(format!(
-                    "path template `{s}` contains a dot segment, which no normalized request has"
+                return Err(TemplateError::new(
+                    s,
+                    " contains a dot segment, which no normalized request has",
                 ));
             }
             // A literal must be written the way the normalizer writes requests,
@@ -94,11 +121,12 @@ impl Template {
             match normalize_segment(part.as_bytes(), &policy) {
                 Ok(n) if n == *part => segments.push(Segment::Literal(n)),
                 Ok(n) => {
-                    return Err(format!(
-                        "path template `{s}`: segment `{part}` is not in normalized form; write it as `{n}`"
+                    return Err(TemplateError::new(
+                        s,
+                        format!(": segment `{part}` is not in normalized form; write it as `{n}`"),
                     ));
                 }
-                Err(e) => return Err(format!("path template `{s}`: {}", e.detail)),
+                Err(e) => return Err(TemplateError::new(s, format!(": {}", e.detail))),
             }
         }
         Ok(Template {
