@@ -13,7 +13,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // set-up failures abort the benchmark
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use writ_engine::normalize::normalize_target;
@@ -202,16 +201,9 @@ fn normalize(c: &mut Criterion) {
     g.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(30)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = policy::criterion_config();
     targets = classify, normalize
 }
 criterion_main!(benches);

@@ -10,7 +10,7 @@
 
 use std::hint::black_box;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue};
@@ -165,16 +165,9 @@ fn decide_benches(c: &mut Criterion) {
     assert_eq!(cache.len(), 1, "cached runs hit the one entry");
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(30)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = policy::criterion_config();
     targets = decide_benches
 }
 criterion_main!(benches);

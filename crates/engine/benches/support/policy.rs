@@ -65,3 +65,12 @@ pub fn build_policy(n: usize) -> (Policy, tempfile::TempDir) {
     assert_eq!(policy.actions.len(), n);
     (policy, dir)
 }
+
+/// The measurement settings every writ bench uses: short runs that still give
+/// stable medians on a shared 2-core machine.
+pub fn criterion_config() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(2))
+        .sample_size(30)
+}
