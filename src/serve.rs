@@ -2,16 +2,20 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::proxy::body::{Guarded, SendClock};
 use crate::proxy::upstream::Upstream;
 use crate::proxy::{ConnInfo, Shared, handle};
 use crate::telemetry::decision_log::DecisionLog;
@@ -229,6 +233,7 @@ impl Server {
                     tls: tls.is_some(),
                 },
                 idle: limits.header_read_timeout,
+                send_timeout: limits.send_timeout,
                 stop: stop_rx.clone(),
             };
             let tls = tls.clone();
@@ -261,21 +266,145 @@ impl Server {
     }
 }
 
+/// What a connection's requests share with the task serving it.
+#[derive(Default)]
+struct ConnState {
+    /// Requests started.
+    started: AtomicUsize,
+    /// Requests whose response body is not finished (or dropped) yet.
+    in_flight: AtomicUsize,
+    /// What waits on the client, response bodies and the socket (`limits.send_timeout`).
+    send: SendClock,
+}
+
 /// Counts a request as in flight until dropped.
-struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+struct InFlight(Arc<ConnState>);
 
 impl InFlight {
-    fn enter(n: &Arc<std::sync::atomic::AtomicUsize>) -> InFlight {
-        n.fetch_add(1, Ordering::Relaxed);
-        InFlight(n.clone())
+    fn enter(state: &Arc<ConnState>) -> InFlight {
+        state.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(state.clone())
+    }
+}
+
+impl AsRef<SendClock> for InFlight {
+    fn as_ref(&self) -> &SendClock {
+        &self.0.send
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+/// The client socket, counted as waiting on the client (the send clock) while a write or
+/// a flush to it is `Pending`. Costs a branch per call; the clock is touched only when the
+/// socket blocks and when it takes data again.
+struct WatchedIo<IO> {
+    io: IO,
+    state: Arc<ConnState>,
+    blocked: Blocked,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Blocked {
+    No,
+    /// A write was `Pending`: a later write that takes bytes ends it.
+    Write,
+    /// A flush (or shutdown) was `Pending` (TLS records not yet on the socket): a later
+    /// write, or a flush that completes, ends it. A completed flush does not end a blocked
+    /// write: on a plain TCP socket flushing is a no-op that is always ready.
+    Flush,
+}
+
+impl<IO> WatchedIo<IO> {
+    fn note<T>(&mut self, polled: &Poll<T>, op: Blocked) {
+        let now = if polled.is_pending() {
+            op
+        } else if op == Blocked::Write || self.blocked == Blocked::Flush {
+            Blocked::No
+        } else {
+            self.blocked
+        };
+        match (self.blocked == Blocked::No, now == Blocked::No) {
+            (true, false) => self.state.send.start_waiting(),
+            (false, true) => {
+                // The client took data.
+                self.state.send.progress();
+                self.state.send.stop_waiting();
+            }
+            _ => {}
+        }
+        self.blocked = now;
+    }
+}
+
+impl<IO> Drop for WatchedIo<IO> {
+    fn drop(&mut self) {
+        if self.blocked != Blocked::No {
+            self.state.send.stop_waiting();
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for WatchedIo<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for WatchedIo<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.note(&polled, Blocked::Write);
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.note(&polled, Blocked::Write);
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_flush(cx);
+        this.note(&polled, Blocked::Flush);
+        polled
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_shutdown(cx);
+        this.note(&polled, Blocked::Flush);
+        polled
+    }
+}
+
+/// Ticks of the send clock per `send_timeout`. A connection is closed once a response has
+/// waited on the client for `SEND_TICKS + 1` ticks, that is between `send_timeout` and
+/// `send_timeout * (SEND_TICKS + 1) / SEND_TICKS` after the client last took data.
+const SEND_TICKS: u32 = 4;
 
 /// One client connection and what it needs to serve and to end itself.
 struct Conn {
@@ -286,23 +415,23 @@ struct Conn {
     /// connection with nothing started or in flight for that long is closed
     /// gracefully (HTTP/2 included, which has no head timeout of its own).
     idle: Duration,
+    /// `send_timeout`: a response that has waited this long for the client to take data
+    /// (no HTTP/2 window, a socket that is not writable) closes the connection.
+    send_timeout: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Conn {
     async fn serve<IO>(mut self, io: IO)
     where
-        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        use std::sync::atomic::AtomicUsize;
-        // Requests started, and requests whose handler has not returned yet.
-        let started = Arc::new(AtomicUsize::new(0));
-        let in_flight = Arc::new(AtomicUsize::new(0));
+        let state = Arc::new(ConnState::default());
         let (shared, info) = (self.shared.clone(), self.info);
-        let (svc_started, svc_flight) = (started.clone(), in_flight.clone());
+        let svc_state = state.clone();
         let svc = hyper::service::service_fn(move |req| {
-            svc_started.fetch_add(1, Ordering::Relaxed);
-            let guard = InFlight::enter(&svc_flight);
+            svc_state.started.fetch_add(1, Ordering::Relaxed);
+            let guard = InFlight::enter(&svc_state);
             let fut = handle(shared.clone(), info, req);
             async move {
                 // In flight until the response body is done (or dropped), so a long
@@ -310,15 +439,26 @@ impl Conn {
                 fut.await.map(|resp| {
                     resp.map(|b| {
                         use http_body_util::BodyExt;
-                        crate::proxy::body::Guarded::new(b, guard).boxed()
+                        Guarded::new(b, guard).boxed()
                     })
                 })
             }
         });
+        let io = WatchedIo {
+            io,
+            state: state.clone(),
+            blocked: Blocked::No,
+        };
         let conn = self.builder.serve_connection(TokioIo::new(io), svc);
         tokio::pin!(conn);
         let mut tick = tokio::time::interval(self.idle);
         tick.tick().await;
+        // Delay: ticks are never closer together than the period, so counted ticks never
+        // overstate how long a response has waited.
+        let send_period = (self.send_timeout / SEND_TICKS).max(Duration::from_millis(1));
+        let mut send_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + send_period, send_period);
+        send_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut seen_at_last_tick = 0;
         let (mut closing, mut idle_closing) = (false, false);
         loop {
@@ -328,9 +468,17 @@ impl Conn {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
+                _ = send_tick.tick() => {
+                    if state.send.tick().is_some_and(|n| n > u64::from(SEND_TICKS)) {
+                        // The client has taken nothing for send_timeout while a response
+                        // waits on it: dropping the connection closes it and its streams.
+                        tracing::debug!(peer = %info.peer, "Send timeout: closing the connection");
+                        return;
+                    }
+                }
                 _ = tick.tick(), if !closing || idle_closing => {
-                    let seen = started.load(Ordering::Relaxed);
-                    let quiet = seen == seen_at_last_tick && in_flight.load(Ordering::Relaxed) == 0;
+                    let seen = state.started.load(Ordering::Relaxed);
+                    let quiet = seen == seen_at_last_tick && state.in_flight.load(Ordering::Relaxed) == 0;
                     if seen == 0 || (idle_closing && quiet) {
                         // No request head within the deadline, or a client that
                         // ignores the graceful close (an unanswered HTTP/2 PING).

@@ -88,6 +88,9 @@ pub struct RawLimits {
     pub header_read_timeout: Option<Sp<String>>,
     /// Concurrent HTTP/2 streams per connection. Default 256.
     pub max_h2_streams: Option<Sp<u32>>,
+    /// How long a response may wait for the client to take data (HTTP/2 flow-control
+    /// window, socket send buffer) before the connection is closed. Default `30s`.
+    pub send_timeout: Option<Sp<String>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

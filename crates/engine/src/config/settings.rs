@@ -69,6 +69,9 @@ pub struct Limits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub max_h2_streams: u32,
+    /// How long a response may wait for the client to take data before the connection
+    /// is closed.
+    pub send_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -77,6 +80,7 @@ impl Default for Limits {
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
             max_h2_streams: 256,
+            send_timeout: Duration::from_secs(30),
         }
     }
 }

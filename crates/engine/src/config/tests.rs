@@ -56,3 +56,29 @@ fn conflicting_actions_name_both_locations() {
     assert_eq!((errs[0].line, errs[0].col), (5, 43));
     assert!(errs[0].message.contains("t.yaml:4:"), "{}", errs[0].message);
 }
+
+#[test]
+fn send_timeout_defaults_to_30s_and_must_be_more_than_zero() {
+    assert_eq!(
+        load_config(MINIMAL).unwrap().settings.limits.send_timeout,
+        Duration::from_secs(30)
+    );
+    let with = |v: &str| format!("{MINIMAL}limits:\n  send_timeout: {v}\n");
+    assert_eq!(
+        load_config(&with("250ms"))
+            .unwrap()
+            .settings
+            .limits
+            .send_timeout,
+        Duration::from_millis(250)
+    );
+    for zero in ["0s", "0", "0ms"] {
+        let errs = load(&with(zero)).unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{zero}: {errs:#?}");
+        assert_eq!((errs[0].line, errs[0].col), (6, 17), "{zero}: {errs:#?}");
+        assert!(
+            errs[0].message.contains("send_timeout must be more than 0"),
+            "{errs:#?}"
+        );
+    }
+}

@@ -311,12 +311,22 @@ fn limits(cx: &mut Ctx<'_>, l: &raw::RawLimits) -> Limits {
         Some(x) => *x.get(),
         None => default,
     };
-    let header_read_timeout = cx.duration(&l.header_read_timeout, d.header_read_timeout);
-    if header_read_timeout.is_zero()
-        && let Some(x) = &l.header_read_timeout
-    {
-        cx.err(x, "header_read_timeout must be more than 0");
-    }
+    let mut nonzero = |v: &Option<Sp<String>>, name: &str, default: Duration| {
+        let d = cx.duration(v, default);
+        match v {
+            Some(x) if d.is_zero() => {
+                cx.err(x, format!("{name} must be more than 0"));
+                default
+            }
+            _ => d,
+        }
+    };
+    let header_read_timeout = nonzero(
+        &l.header_read_timeout,
+        "header_read_timeout",
+        d.header_read_timeout,
+    );
+    let send_timeout = nonzero(&l.send_timeout, "send_timeout", d.send_timeout);
     Limits {
         max_connections: positive(cx, &l.max_connections, "max_connections", d.max_connections),
         header_read_timeout,
@@ -328,6 +338,7 @@ fn limits(cx: &mut Ctx<'_>, l: &raw::RawLimits) -> Limits {
             Some(x) => *x.get(),
             None => d.max_h2_streams,
         },
+        send_timeout,
     }
 }
 
