@@ -31,10 +31,7 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, Denial> {
         return Ok(None);
     };
     let Ok(v) = v.to_str() else {
-        return Err(Denial::new(
-            Reason::MalformedToken,
-            "Authorization header is not ASCII",
-        ));
+        return Err(malformed("Authorization header is not ASCII"));
     };
     let v = v.trim();
     let (scheme, rest) = match v.find(' ') {
@@ -45,10 +42,7 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, Denial> {
         return Ok(None);
     }
     if rest.is_empty() || rest.contains(' ') {
-        return Err(Denial::new(
-            Reason::MalformedToken,
-            "Bearer credentials must be one token",
-        ));
+        return Err(malformed("Bearer credentials must be one token"));
     }
     Ok(Some(rest))
 }
@@ -64,44 +58,32 @@ pub fn authenticate(
     action: &Action,
     now: f64,
 ) -> Staged<Arc<Verified>> {
-    let mut steps = Steps::new();
-    let result = run(policy, cache, headers, credentials, action, now, &mut steps);
-    Staged { steps, result }
-}
-
-fn run(
-    policy: &Policy,
-    cache: Option<&TokenCache>,
-    headers: &HeaderMap,
-    credentials: &Credentials,
-    action: &Action,
-    now: f64,
-    steps: &mut Steps,
-) -> Result<Arc<Verified>, Denial> {
-    let verified = match credentials {
-        Credentials::Claims(c) => {
-            steps.ran("claims", "iss / aud");
-            Arc::new(token::from_claims(policy, c.clone())?)
-        }
-        Credentials::Header => {
-            let tok = bearer(headers)?;
-            let Some(tok) = tok else {
-                steps.ran("token", "present");
-                return Err(Denial::new(Reason::NoToken, "a bearer token is required"));
-            };
-            if tok.len() > policy.requests.max_token_bytes {
-                steps.ran("token", "size");
-                return Err(Denial::new(
-                    Reason::TokenTooLarge,
-                    "token exceeds max_token_bytes",
-                ));
+    Staged::run(|steps| {
+        let verified = match credentials {
+            Credentials::Claims(c) => {
+                steps.ran("claims", "iss / aud");
+                Arc::new(token::from_claims(policy, c.clone())?)
             }
-            verify_cached(policy, cache, tok, steps)?
-        }
-    };
-    steps.ran("token", "time claims and act shape");
-    check_time_and_shape(policy, &verified, action, now)?;
-    Ok(verified)
+            Credentials::Header => {
+                let tok = bearer(headers)?;
+                let Some(tok) = tok else {
+                    steps.ran("token", "present");
+                    return Err(Denial::new(Reason::NoToken, "a bearer token is required"));
+                };
+                if tok.len() > policy.requests.max_token_bytes {
+                    steps.ran("token", "size");
+                    return Err(Denial::new(
+                        Reason::TokenTooLarge,
+                        "token exceeds max_token_bytes",
+                    ));
+                }
+                verify_cached(policy, cache, tok, steps)?
+            }
+        };
+        steps.ran("token", "time claims and act shape");
+        check_time_and_shape(policy, &verified, action, now)?;
+        Ok(verified)
+    })
 }
 
 fn verify_cached(
@@ -133,6 +115,10 @@ fn verify_cached(
     Ok(v)
 }
 
+fn malformed(detail: impl Into<String>) -> Denial {
+    Denial::new(Reason::MalformedToken, detail)
+}
+
 /// Time claims (with the issuer's leeway) then the `act` shape and `cnf`.
 pub fn check_time_and_shape(
     policy: &Policy,
@@ -143,12 +129,9 @@ pub fn check_time_and_shape(
     let issuer = &policy.issuers[v.issuer];
     let leeway = issuer.leeway.as_secs_f64();
     let c = &v.claims;
-    let times = c
-        .times
-        .as_ref()
-        .map_err(|e| Denial::new(Reason::MalformedToken, e.to_string()))?;
+    let times = c.times.as_ref().map_err(|e| malformed(e.to_string()))?;
     let Some(exp) = times.exp else {
-        return Err(Denial::new(Reason::MalformedToken, "`exp` is required"));
+        return Err(malformed("`exp` is required"));
     };
     if now >= exp + leeway {
         return Err(Denial::new(Reason::TokenExpired, "token has expired"));
@@ -163,16 +146,10 @@ pub fn check_time_and_shape(
     }
     match times.iat {
         Some(iat) if iat > now + leeway => {
-            return Err(Denial::new(
-                Reason::MalformedToken,
-                "`iat` is in the future",
-            ));
+            return Err(malformed("`iat` is in the future"));
         }
         None if action.needs_iat(&policy.defaults, c.is_delegated()) => {
-            return Err(Denial::new(
-                Reason::MalformedToken,
-                "`iat` is required by this action",
-            ));
+            return Err(malformed("`iat` is required by this action"));
         }
         _ => {}
     }
@@ -180,22 +157,13 @@ pub fn check_time_and_shape(
         && at > now + leeway
     {
         // A future `auth_time` would satisfy `auth_max_age` forever.
-        return Err(Denial::new(
-            Reason::MalformedToken,
-            "`auth_time` is in the future",
-        ));
+        return Err(malformed("`auth_time` is in the future"));
     }
     if c.names_collide {
-        return Err(Denial::new(
-            Reason::MalformedToken,
-            "claim names differ only by case",
-        ));
+        return Err(malformed("claim names differ only by case"));
     }
     if let Err(e) = &c.act {
-        return Err(Denial::new(
-            Reason::MalformedToken,
-            format!("malformed delegation: {e}"),
-        ));
+        return Err(malformed(format!("malformed delegation: {e}")));
     }
     // Identities travel upstream in headers: a subject that is missing, empty or
     // that a header cannot carry is refused rather than dropped (RFC 9068
@@ -205,23 +173,18 @@ pub fn check_time_and_shape(
     let unsafe_id =
         |s: &str| s.is_empty() || s.bytes().any(|b| b < 0x20 || b == 0x7f) || s.trim() != s;
     if c.sub.as_deref().is_none_or(unsafe_id) {
-        return Err(Denial::new(
-            Reason::MalformedToken,
+        return Err(malformed(
             "`sub` must be a non-empty string without control characters or surrounding whitespace",
         ));
     }
     let actors = c.act.as_deref().unwrap_or(&[]);
     if actors.iter().any(|a| unsafe_id(&a.sub)) {
-        return Err(Denial::new(
-            Reason::MalformedToken,
+        return Err(malformed(
             "`act.sub` contains control characters or surrounding whitespace",
         ));
     }
     if c.has_cnf {
-        return Err(Denial::new(
-            Reason::MalformedToken,
-            "sender-constrained tokens are not supported",
-        ));
+        return Err(malformed("sender-constrained tokens are not supported"));
     }
     Ok(())
 }

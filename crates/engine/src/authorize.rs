@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use crate::authenticate::token::Verified;
-use crate::decision::{Denial, Permit, Reason, Staged, Steps};
+use crate::decision::{Denial, Permit, Reason, Staged};
 use crate::escape::decode_path_value;
 use crate::policy::{Action, ClaimRule, Policy};
 use crate::vocab::{ClaimScalar, DelegationMode, glob_match};
@@ -18,32 +18,21 @@ pub fn authorize(
     v: &Verified,
     now: f64,
 ) -> Staged<Permit> {
-    let mut steps = Steps::new();
-    let result = run(policy, action, params, v, now, &mut steps);
-    Staged { steps, result }
-}
-
-fn run(
-    policy: &Policy,
-    action: &Action,
-    params: &[(String, String)],
-    v: &Verified,
-    now: f64,
-    steps: &mut Steps,
-) -> Result<Permit, Denial> {
-    steps.ran("authorize", "delegation");
-    delegation(policy, action, v, now)?;
-    steps.ran("authorize", "scopes");
-    scopes(action, v)?;
-    steps.ran("authorize", "claims");
-    claims(action, params, v)?;
-    steps.ran("authorize", "step-up");
-    step_up(action, v, now)?;
-    let chain = v.claims.act.as_deref().unwrap_or(&[]);
-    Ok(Permit::verified(
-        v.claims.sub.clone(),
-        chain.first().map(|a| a.sub.clone()),
-    ))
+    Staged::run(|steps| {
+        steps.ran("authorize", "delegation");
+        delegation(policy, action, v, now)?;
+        steps.ran("authorize", "scopes");
+        scopes(action, v)?;
+        steps.ran("authorize", "claims");
+        claims(action, params, v)?;
+        steps.ran("authorize", "step-up");
+        step_up(action, v, now)?;
+        let chain = v.claims.act.as_deref().unwrap_or(&[]);
+        Ok(Permit::verified(
+            v.claims.sub.clone(),
+            chain.first().map(|a| a.sub.clone()),
+        ))
+    })
 }
 
 fn delegation(policy: &Policy, action: &Action, v: &Verified, now: f64) -> Result<(), Denial> {

@@ -110,46 +110,14 @@ impl Reason {
         Reason::ALL.into_iter().find(|r| r.as_str() == s)
     }
 
-    /// HTTP status of a rejection with this reason (SPEC Responses table).
-    /// Allowed reasons answer with the backend's status; 200 stands in for it here.
-    pub fn status(self) -> u16 {
+    /// The row of SPEC's Responses table this reason belongs to: the one place
+    /// each reason is sorted; status, title and challenge derive from it.
+    pub fn class(self) -> Class {
         match self {
-            Reason::Allowed | Reason::Public => 200,
-            Reason::BadRequest | Reason::MethodOverride | Reason::UrlOverride => 400,
-            Reason::MethodNotAllowed => 405,
-            Reason::NoToken
-            | Reason::MalformedToken
-            | Reason::BadSignature
-            | Reason::UnknownKey
-            | Reason::AlgNotAllowed
-            | Reason::TokenExpired
-            | Reason::TokenNotYetValid
-            | Reason::WrongIssuer
-            | Reason::WrongAudience
-            | Reason::WrongTokenType
-            | Reason::TokenTooLarge
-            | Reason::DelegationExpired
-            | Reason::StepUpRequired => 401,
-            Reason::InsufficientScope
-            | Reason::ClaimMismatch
-            | Reason::DelegationForbidden
-            | Reason::DelegationRequired
-            | Reason::ActorNotAllowed
-            | Reason::DelegationTooDeep
-            | Reason::NoMatchingAction => 403,
-            Reason::UpstreamUnavailable => 502,
-            Reason::UpstreamTimeout => 504,
-            Reason::BodyTooLarge => 413,
-        }
-    }
-
-    /// Short human title for the problem+json body (RFC 9457 `title`).
-    pub fn title(self) -> &'static str {
-        match self {
-            Reason::Allowed | Reason::Public => "Allowed",
-            Reason::BadRequest | Reason::MethodOverride | Reason::UrlOverride => "Bad Request",
-            Reason::MethodNotAllowed => "Method Not Allowed",
-            Reason::NoToken => "Authentication required",
+            Reason::Allowed | Reason::Public => Class::Allowed,
+            Reason::BadRequest | Reason::MethodOverride | Reason::UrlOverride => Class::BadRequest,
+            Reason::MethodNotAllowed => Class::MethodNotAllowed,
+            Reason::NoToken => Class::NoToken,
             Reason::MalformedToken
             | Reason::BadSignature
             | Reason::UnknownKey
@@ -160,37 +128,95 @@ impl Reason {
             | Reason::WrongAudience
             | Reason::WrongTokenType
             | Reason::TokenTooLarge
-            | Reason::DelegationExpired => "Invalid token",
-            Reason::InsufficientScope => "Insufficient scope",
+            | Reason::DelegationExpired => Class::InvalidToken,
+            Reason::InsufficientScope => Class::InsufficientScope,
             Reason::ClaimMismatch
             | Reason::DelegationForbidden
             | Reason::DelegationRequired
             | Reason::ActorNotAllowed
             | Reason::DelegationTooDeep
-            | Reason::NoMatchingAction => "Forbidden",
-            Reason::StepUpRequired => "Stronger authentication required",
-            Reason::UpstreamUnavailable => "Bad Gateway",
-            Reason::UpstreamTimeout => "Gateway Timeout",
-            Reason::BodyTooLarge => "Content Too Large",
+            | Reason::NoMatchingAction => Class::Forbidden,
+            Reason::StepUpRequired => Class::StepUp,
+            Reason::UpstreamUnavailable => Class::BadGateway,
+            Reason::UpstreamTimeout => Class::GatewayTimeout,
+            Reason::BodyTooLarge => Class::TooLarge,
         }
+    }
+
+    /// HTTP status of a rejection with this reason (SPEC Responses table).
+    /// Allowed reasons answer with the backend's status; 200 stands in for it here.
+    pub fn status(self) -> u16 {
+        self.class().status()
+    }
+
+    /// Short human title for the problem+json body (RFC 9457 `title`).
+    pub fn title(self) -> &'static str {
+        self.class().title()
     }
 
     /// Whether the reason belongs in `WWW-Authenticate: Bearer error="invalid_token"`.
     pub fn is_invalid_token(self) -> bool {
-        matches!(
-            self,
-            Reason::MalformedToken
-                | Reason::BadSignature
-                | Reason::UnknownKey
-                | Reason::AlgNotAllowed
-                | Reason::TokenExpired
-                | Reason::TokenNotYetValid
-                | Reason::WrongIssuer
-                | Reason::WrongAudience
-                | Reason::WrongTokenType
-                | Reason::TokenTooLarge
-                | Reason::DelegationExpired
-        )
+        self.class() == Class::InvalidToken
+    }
+}
+
+/// A row of SPEC's Responses table: reasons that answer alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Forwarded (`allowed`, `public`).
+    Allowed,
+    /// 400: a request writ will not classify.
+    BadRequest,
+    /// 405, with `Allow`.
+    MethodNotAllowed,
+    /// 401 with a bare `Bearer realm` challenge.
+    NoToken,
+    /// 401 `error="invalid_token"`.
+    InvalidToken,
+    /// 403 `error="insufficient_scope"`.
+    InsufficientScope,
+    /// 403 without a challenge.
+    Forbidden,
+    /// 401 `error="insufficient_user_authentication"` (RFC 9470).
+    StepUp,
+    /// 502.
+    BadGateway,
+    /// 504.
+    GatewayTimeout,
+    /// 413.
+    TooLarge,
+}
+
+impl Class {
+    /// The HTTP status of the row (200 stands in for the backend's own).
+    pub fn status(self) -> u16 {
+        match self {
+            Class::Allowed => 200,
+            Class::BadRequest => 400,
+            Class::MethodNotAllowed => 405,
+            Class::NoToken | Class::InvalidToken | Class::StepUp => 401,
+            Class::InsufficientScope | Class::Forbidden => 403,
+            Class::BadGateway => 502,
+            Class::GatewayTimeout => 504,
+            Class::TooLarge => 413,
+        }
+    }
+
+    /// The problem+json `title` of the row.
+    pub fn title(self) -> &'static str {
+        match self {
+            Class::Allowed => "Allowed",
+            Class::BadRequest => "Bad Request",
+            Class::MethodNotAllowed => "Method Not Allowed",
+            Class::NoToken => "Authentication required",
+            Class::InvalidToken => "Invalid token",
+            Class::InsufficientScope => "Insufficient scope",
+            Class::Forbidden => "Forbidden",
+            Class::StepUp => "Stronger authentication required",
+            Class::BadGateway => "Bad Gateway",
+            Class::GatewayTimeout => "Gateway Timeout",
+            Class::TooLarge => "Content Too Large",
+        }
     }
 }
 
@@ -541,6 +567,15 @@ pub struct Staged<T> {
     pub steps: Steps,
     /// The stage's output, or the denial of its first failing check.
     pub result: Result<T, Denial>,
+}
+
+impl<T> Staged<T> {
+    /// Runs a stage body that records its checks in the `Steps` it is given.
+    pub fn run(body: impl FnOnce(&mut Steps) -> Result<T, Denial>) -> Staged<T> {
+        let mut steps = Steps::new();
+        let result = body(&mut steps);
+        Staged { steps, result }
+    }
 }
 
 /// One check as `writ explain` shows it.

@@ -54,17 +54,14 @@ pub struct Normalized {
 /// The normalize stage: method and header rules, the target, then the override
 /// inputs (`_method` in the query or a form body).
 pub fn normalize(policy: &Policy, req: &Request<'_>) -> Staged<Normalized> {
-    let mut steps = Steps::new();
-    // A passing request-level check is not listed (explain shows the target first).
-    if let Err(e) = admit(policy, req) {
-        steps.ran("normalize", "request");
-        return Staged {
-            steps,
-            result: Err(e),
-        };
-    }
-    let result = run(policy, req, &mut steps);
-    Staged { steps, result }
+    Staged::run(|steps| {
+        // A passing request-level check is not listed (explain shows the target first).
+        if let Err(e) = admit(policy, req) {
+            steps.ran("normalize", "request");
+            return Err(e);
+        }
+        run(policy, req, steps)
+    })
 }
 
 fn run(policy: &Policy, req: &Request<'_>, steps: &mut Steps) -> Result<Normalized, Denial> {
