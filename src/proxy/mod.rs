@@ -166,7 +166,6 @@ pub async fn handle(
         method: parts.method.as_str().to_string(),
         start: Instant::now(),
     };
-    let decided = Instant::now();
     let (target, client_host) = match target_and_host(&parts) {
         Ok(x) => x,
         Err(e) => return Ok(cx.reject(None, &e)),
@@ -182,6 +181,8 @@ pub async fn handle(
     } else {
         (None, Some(body))
     };
+    // Deciding time excludes the wait for a form body.
+    let decided = Instant::now();
     let request = EngineRequest {
         method: &cx.method,
         target: &target,

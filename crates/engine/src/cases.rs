@@ -18,47 +18,67 @@ use crate::request::Request;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// One case file: `cases:` and its list.
 pub struct CaseFile {
+    /// The cases, in file order.
     pub cases: Vec<Case>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// One policy test case (SPEC: Policy test cases).
 pub struct Case {
+    /// Shown in the results; its line locates a failure.
     pub name: Sp<String>,
+    /// The request to decide.
     pub request: CaseRequest,
     /// Claims taken as verified; numeric dates may be `now`, `now-5m`, `now+1h`.
     pub claims: Option<Map<String, Value>>,
     /// Or a signed token, verified with the config's keys.
     pub token: Option<String>,
+    /// What the decision must be.
     pub expect: Expect,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// The request of a case.
 pub struct CaseRequest {
+    /// Method, exactly as a client would send it.
     pub method: String,
+    /// Request target (path and query).
     pub path: String,
+    /// `Host`, if the case needs a virtual host.
     pub host: Option<String>,
     #[serde(default)]
+    /// Extra request headers.
     pub headers: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// What a case expects; fields left out are not checked.
 pub struct Expect {
+    /// `allow`, `deny` or `audit_deny`.
     pub decision: String,
+    /// The HTTP status (200 for anything forwarded).
     pub status: Option<u16>,
+    /// The reason (SPEC Responses table).
     pub reason: Option<String>,
+    /// The matched action's name.
     pub action: Option<String>,
 }
 
 /// What a case produced, in the terms of `Expect`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Outcome {
+    /// `allow`, `deny` or `audit_deny` (the metric label).
     pub decision: &'static str,
+    /// The status a client would get (200 for anything forwarded).
     pub status: u16,
+    /// The reason of the verdict.
     pub reason: &'static str,
+    /// The matched action, if any.
     pub action: Option<String>,
 }
 

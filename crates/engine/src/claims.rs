@@ -8,8 +8,11 @@ pub const MAX_ACT_DEPTH: usize = 8;
 /// One actor of an RFC 8693 `act` chain.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Actor {
+    /// The actor's subject.
     pub sub: String,
+    /// The actor's issuer, when it says one (must equal the token's to match a glob).
     pub iss: Option<String>,
+    /// `act.exp`: can only shorten the delegation.
     pub exp: Option<f64>,
 }
 
@@ -53,21 +56,32 @@ pub enum ClaimError {
 /// step, so that the SPEC check order (signature before time claims) holds.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Times {
+    /// `exp`: required.
     pub exp: Option<f64>,
+    /// `nbf`.
     pub nbf: Option<f64>,
+    /// `iat`: required where `max_age` or `auth_max_age` applies.
     pub iat: Option<f64>,
+    /// `auth_time`: when the user last authenticated (step-up).
     pub auth_time: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
+/// A token's claims, typed for the checks and kept raw for claim conditions.
 pub struct Claims {
+    /// `iss`.
     pub iss: Option<String>,
+    /// `sub`: the subject writ forwards (the delegator when delegated).
     pub sub: Option<String>,
+    /// `client_id` (or `azp`), for the decision log.
     pub client_id: Option<String>,
     /// `aud` as a list; `None` when absent or not a string / array of strings.
     pub aud: Option<Vec<String>>,
+    /// Numeric dates, or why they are malformed.
     pub times: Result<Times, ClaimError>,
+    /// `acr`, for step-up.
     pub acr: Option<String>,
+    /// `scope` (or `scp`) split into scopes, or why it is malformed.
     pub scopes: Result<Vec<String>, ClaimError>,
     /// Current actor first; empty when not delegated.
     pub act: Result<Vec<Actor>, ClaimError>,
@@ -77,10 +91,12 @@ pub struct Claims {
     /// `encoding/json` matches names case-insensitively, last one wins
     /// (golang/go#43664), so a backend could read another `sub` than writ.
     pub names_collide: bool,
+    /// Every claim as sent, for claim conditions.
     pub raw: Map<String, Value>,
 }
 
 impl Claims {
+    /// Types the claims of a verified (or given) token.
     pub fn parse(raw: Map<String, Value>) -> Claims {
         let string = |k: &str| raw.get(k).and_then(Value::as_str).map(str::to_string);
         let aud = match raw.get("aud") {
@@ -106,6 +122,7 @@ impl Claims {
         }
     }
 
+    /// Whether the token carries an `act` chain.
     pub fn is_delegated(&self) -> bool {
         matches!(&self.act, Ok(a) if !a.is_empty())
     }

@@ -16,11 +16,14 @@ pub enum ClockError {
 /// Seconds since the Unix epoch, as a float (token dates may be fractional).
 #[derive(Debug, Clone, Copy)]
 pub enum Clock {
+    /// The system clock.
     System,
+    /// A fixed time (`--now`, test cases, fuzzing).
     Fixed(f64),
 }
 
 impl Clock {
+    /// Seconds since the Unix epoch.
     pub fn now(&self) -> f64 {
         match self {
             Clock::System => SystemTime::now()

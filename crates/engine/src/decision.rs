@@ -8,38 +8,68 @@ use std::fmt;
 /// create a new label value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
+    /// Forwarded: every check passed.
     Allowed,
+    /// Forwarded: the action is public.
     Public,
+    /// 400: a request writ will not classify (normalization, duplicate headers, bad Host).
     BadRequest,
+    /// 400: an override input (`X-HTTP-Method-Override`, `_method`).
     MethodOverride,
+    /// 400: a URL override header (`X-Original-URL`, `X-Rewrite-URL`).
     UrlOverride,
+    /// 405: the method is refused here (with `Allow`).
     MethodNotAllowed,
+    /// 401: a protected action without a bearer token.
     NoToken,
+    /// 401: a token writ cannot read, or one with a forbidden shape.
     MalformedToken,
+    /// 401: the signature does not verify.
     BadSignature,
+    /// 401: no key of the issuer matches the token's `kid` and `alg`.
     UnknownKey,
+    /// 401: the algorithm is not in the issuer's allowlist.
     AlgNotAllowed,
+    /// 401: `exp` has passed.
     TokenExpired,
+    /// 401: `nbf` is in the future.
     TokenNotYetValid,
+    /// 401: `iss` is not a configured issuer.
     WrongIssuer,
+    /// 401: `aud` names none of the issuer's audiences.
     WrongAudience,
+    /// 401: `typ` is not what `require_typ` demands.
     WrongTokenType,
+    /// 401: the token exceeds `max_token_bytes`.
     TokenTooLarge,
+    /// 401: the delegation expired (`act.exp`, `max_age`).
     DelegationExpired,
+    /// 403: a required scope is missing.
     InsufficientScope,
+    /// 403: a claim condition failed.
     ClaimMismatch,
+    /// 403: the action does not accept delegated tokens.
     DelegationForbidden,
+    /// 403: the action must be called by a delegated agent.
     DelegationRequired,
+    /// 403: the current actor matches no `actors` glob.
     ActorNotAllowed,
+    /// 403: the `act` chain is longer than `max_depth`.
     DelegationTooDeep,
+    /// 403: no action matches the request.
     NoMatchingAction,
+    /// 401: authentication too old or too weak (RFC 9470).
     StepUpRequired,
+    /// 502: the backend could not be reached.
     UpstreamUnavailable,
+    /// 504: the backend did not answer in time.
     UpstreamTimeout,
+    /// 413: a body writ must read is larger than allowed.
     BodyTooLarge,
 }
 
 impl Reason {
+    /// Every reason, in SPEC's table order.
     pub const ALL: [Reason; 29] = [
         Reason::Allowed,
         Reason::Public,
@@ -72,6 +102,7 @@ impl Reason {
         Reason::BodyTooLarge,
     ];
 
+    /// The reason as it appears in responses, logs and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Allowed => "allowed",
@@ -106,6 +137,7 @@ impl Reason {
         }
     }
 
+    /// The reason spelled `s`, if any.
     pub fn parse(s: &str) -> Option<Reason> {
         Reason::ALL.into_iter().find(|r| r.as_str() == s)
     }
@@ -229,24 +261,31 @@ impl fmt::Display for Reason {
 /// Extra data a challenge needs (RFC 6750 `scope=`, RFC 9470 `max_age=` / `acr_values=`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ChallengeParams {
+    /// `scope=`: the scopes the action requires.
     pub scope: Option<String>,
+    /// `max_age=`: the step-up freshness in seconds.
     pub max_age: Option<u64>,
+    /// `acr_values=`: the acceptable authentication classes.
     pub acr_values: Option<String>,
 }
 
 /// A refusal: the reason, a human detail (never token bytes) and challenge data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
+    /// The reason (SPEC Responses table).
     pub reason: Reason,
     /// Usually `reason.status()`; 414 and 431 are `bad_request` with their own status.
     pub status: u16,
+    /// Human detail for the problem body; never client bytes beyond what is safe to echo.
     pub detail: String,
+    /// What the `WWW-Authenticate` challenge names.
     pub challenge: ChallengeParams,
     /// Methods for the `Allow` header of a 405.
     pub allow: Vec<String>,
 }
 
 impl Denial {
+    /// A denial with the reason's own status.
     pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
         Denial {
             reason,
@@ -257,6 +296,7 @@ impl Denial {
         }
     }
 
+    /// The same denial with another status (414, 431, 501 share `bad_request`).
     pub fn with_status(mut self, status: u16) -> Self {
         self.status = status;
         self
@@ -312,6 +352,7 @@ fn quote_safe(s: &str) -> String {
 pub struct Permit {
     /// Identity headers to set: verified `sub` and the current actor.
     pub subject: Option<String>,
+    /// The current actor (`act.sub`), set as the actor header when delegated.
     pub actor: Option<String>,
     /// Whether identity headers are set at all: false for an audit pass, whose
     /// denial must not be dressed up as a verified identity.
@@ -395,19 +436,26 @@ impl Labels {
 /// What the pipeline decided for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
+    /// Forward.
     Allow {
+        /// What forwarding may set.
         permit: Permit,
+        /// `allowed` or `public`.
         reason: Reason,
     },
+    /// Refuse with this denial; the backend sees nothing.
     Deny(Denial),
     /// Audit mode: the denial is recorded, the request is forwarded anyway.
     AuditDeny {
+        /// What forwarding may set (no identity).
         permit: Permit,
+        /// The denial audit mode let through.
         denial: Denial,
     },
 }
 
 impl Verdict {
+    /// The reason to record.
     pub fn reason(&self) -> Reason {
         match self {
             Verdict::Allow { reason, .. } => *reason,
@@ -415,6 +463,7 @@ impl Verdict {
         }
     }
 
+    /// The permit, if the request is forwarded.
     pub fn permit(&self) -> Option<&Permit> {
         match self {
             Verdict::Allow { permit, .. } | Verdict::AuditDeny { permit, .. } => Some(permit),

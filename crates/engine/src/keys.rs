@@ -46,14 +46,20 @@ pub trait KeyRefresh: Send + Sync + std::fmt::Debug {
 /// token can never pick an algorithm the key was not made for (RS/HS confusion).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyFamily {
+    /// HMAC secret (HS*).
     Hmac,
+    /// RSA public key (RS*, PS*).
     Rsa,
+    /// EC P-256 public key (ES256).
     EcP256,
+    /// EC P-384 public key (ES384).
     EcP384,
+    /// Ed25519 public key (EdDSA).
     Ed25519,
 }
 
 impl KeyFamily {
+    /// Whether a key of this family may verify `alg` (no RS/HS confusion).
     pub fn accepts(self, alg: Algorithm) -> bool {
         use Algorithm::*;
         match self {
@@ -66,9 +72,13 @@ impl KeyFamily {
     }
 }
 
+/// One verification key.
 pub struct KeyEntry {
+    /// Its `kid`; `None` verifies tokens whatever `kid` they carry.
     pub kid: Option<String>,
+    /// What algorithms it may verify.
     pub family: KeyFamily,
+    /// The key.
     pub key: DecodingKey,
     /// Identity of the key material: cached verifications are valid only while
     /// a key with this fingerprint is still in the set.
@@ -85,6 +95,7 @@ impl std::fmt::Debug for KeyEntry {
 }
 
 #[derive(Debug, Default)]
+/// An issuer's keys.
 pub struct KeySet {
     entries: Vec<KeyEntry>,
     by_kid: HashMap<String, usize>,
@@ -97,10 +108,12 @@ fn fingerprint(parts: &[&[u8]]) -> u64 {
 }
 
 impl KeySet {
+    /// Whether there is no key.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
+    /// Number of keys.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -179,6 +192,7 @@ impl KeySet {
         Ok(out)
     }
 
+    /// The key set of one HMAC secret.
     pub fn from_secret(secret: &[u8]) -> KeySet {
         let mut out = KeySet::default();
         out.push(KeyEntry {
@@ -205,10 +219,12 @@ impl KeySet {
         })
     }
 
+    /// Whether a key with this fingerprint is still in the set (cached verifications need it).
     pub fn contains_fingerprint(&self, fp: u64) -> bool {
         self.entries.iter().any(|e| e.fingerprint == fp)
     }
 
+    /// The families of the keys held.
     pub fn families(&self) -> impl Iterator<Item = KeyFamily> + '_ {
         self.entries.iter().map(|e| e.family)
     }

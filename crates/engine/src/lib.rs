@@ -17,10 +17,11 @@
 //! - [`policy`]: the compiled policy (actions, templates, the router)
 //! - the stages in request order: [`normalize`], [`classify`], [`authenticate`],
 //!   [`authorize`]
-//! - [`decide`]: runs the stages, returns the [`Decision`] and its trace
+//! - [`decide`](mod@decide): runs the stages, returns the [`Decision`] and its trace
 //! - [`config`]: YAML to a [`Policy`] and server [`Settings`](config::Settings)
-//! - [`cases`]: policy test cases (`writ test`), evaluated through [`decide`]
+//! - [`cases`]: policy test cases (`writ test`), evaluated through [`decide()`]
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod vocab;
 

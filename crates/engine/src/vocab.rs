@@ -6,40 +6,54 @@
 /// Whether a denial is enforced or only recorded (audit mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// Denials are refused.
     Enforce,
+    /// Denials are logged and counted, and the request is forwarded.
     Audit,
 }
 
 /// What an action accepts of delegated (RFC 8693 `act`) tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DelegationMode {
+    /// Delegated tokens are refused.
     Forbid,
+    /// Delegated and direct tokens are accepted.
     Allow,
+    /// Only delegated tokens are accepted.
     Require,
 }
 
 /// A claim's expected value: YAML scalars only.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClaimScalar {
+    /// `true` / `false`.
     Bool(bool),
+    /// An integer.
     Int(i64),
+    /// A string.
     Str(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Reject or keep something a backend could read two ways.
 pub enum Choice {
+    /// Refuse the request (400).
     Reject,
+    /// Keep it (for override inputs: strip it and forward).
     Keep,
 }
 
 /// How single segments are treated: `%2F` and `;` (also `%3B`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentPolicy {
+    /// `%2F` inside a segment.
     pub encoded_slash: Choice,
+    /// `;` (matrix parameters), also `%3B`.
     pub semicolon: Choice,
 }
 
 impl SegmentPolicy {
+    /// Keep both (template parsing: only the form matters).
     pub fn permissive() -> Self {
         SegmentPolicy {
             encoded_slash: Choice::Keep,
@@ -51,7 +65,9 @@ impl SegmentPolicy {
 /// The path rules of `requests:` that shape the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PathPolicy {
+    /// Segment rules.
     pub segment: SegmentPolicy,
+    /// Whether `/a/` differs from `/a`.
     pub strict_trailing_slash: bool,
 }
 

@@ -22,6 +22,7 @@ impl Weighter<String, Arc<Verified>> for TokenWeight {
 /// Default memory bound for cached tokens.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Verified tokens by their full text, bounded by weight; an entry is used only under the same policy generation and while its key is still in the issuer's set.
 pub struct TokenCache {
     inner: Cache<String, Arc<Verified>, TokenWeight>,
 }
@@ -35,6 +36,7 @@ impl std::fmt::Debug for TokenCache {
 }
 
 impl TokenCache {
+    /// A cache holding at most about `max_bytes` of verified tokens.
     pub fn new(max_bytes: u64) -> Self {
         TokenCache {
             inner: Cache::with_weighter(
@@ -45,22 +47,27 @@ impl TokenCache {
         }
     }
 
+    /// The verification of exactly this token, if cached.
     pub fn get(&self, token: &str) -> Option<Arc<Verified>> {
         self.inner.get(token)
     }
 
+    /// Remembers a verification.
     pub fn insert(&self, token: &str, v: Arc<Verified>) {
         self.inner.insert(token.to_string(), v);
     }
 
+    /// Forgets a token (its entry outlived its generation or its key).
     pub fn remove(&self, token: &str) {
         self.inner.remove(token);
     }
 
+    /// Entries held.
     pub fn len(&self) -> usize {
         self.inner.len()
     }
 
+    /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.inner.is_empty()
     }

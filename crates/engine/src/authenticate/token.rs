@@ -15,12 +15,15 @@ use crate::policy::{Issuer, Policy};
 /// A token whose signature (or, for `--claims`, whose provenance) is settled.
 #[derive(Debug)]
 pub struct Verified {
+    /// The token's claims, parsed once.
     pub claims: Claims,
     /// Index into `Policy::issuers`.
     pub issuer: usize,
     /// Fingerprint of the key that verified it (`None` for claims given as verified).
     pub key_fingerprint: Option<u64>,
+    /// The policy generation it was verified under; a reload makes it stale.
     pub generation: u64,
+    /// Rough memory cost, the cache's weight.
     pub approx_size: usize,
 }
 
@@ -28,6 +31,7 @@ fn malformed(detail: impl Into<String>) -> Denial {
     Denial::new(Reason::MalformedToken, detail)
 }
 
+/// The algorithm named `s` (`ES256`, `RS256`, `EdDSA`, `HS256`...), if writ supports it.
 pub fn parse_alg(s: &str) -> Option<Algorithm> {
     use Algorithm::*;
     Some(match s {

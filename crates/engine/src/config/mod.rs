@@ -29,9 +29,13 @@ pub struct Config {
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The config file as named on the command line.
     pub file: String,
+    /// 1-based line (0 when the file could not be read).
     pub line: u64,
+    /// 1-based column.
     pub col: u64,
+    /// What is wrong, and how to write it instead where that helps.
     pub message: String,
 }
 

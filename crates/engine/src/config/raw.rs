@@ -17,12 +17,15 @@ use crate::vocab::{ClaimScalar, DelegationMode, Mode};
 pub struct Sp<T>(pub Spanned<T>);
 
 impl<T> Sp<T> {
+    /// The value.
     pub fn get(&self) -> &T {
         &self.0.value
     }
+    /// Its 1-based line in the file.
     pub fn line(&self) -> u64 {
         self.0.referenced.line()
     }
+    /// Its 1-based column in the file.
     pub fn col(&self) -> u64 {
         self.0.referenced.column()
     }

@@ -66,8 +66,11 @@ impl Settings {
 /// Connection and resource limits (`limits:`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
+    /// Concurrent client connections; more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Deadline for a request head, and for an idle connection.
     pub header_read_timeout: Duration,
+    /// Concurrent HTTP/2 streams per connection.
     pub max_h2_streams: u32,
     /// How long a response may wait for the client to take data before the connection
     /// is closed.
@@ -86,28 +89,42 @@ impl Default for Limits {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// Downstream TLS certificate and key files.
 pub struct TlsFiles {
+    /// PEM certificate chain.
     pub cert: PathBuf,
+    /// PEM private key.
     pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// The backend allowed requests are forwarded to.
 pub struct Upstream {
+    /// Whether it is spoken to over TLS.
     pub scheme_https: bool,
     /// `host:port` to connect to.
     pub authority: String,
     /// Path prefix of the upstream URL, without trailing `/` ("" for none).
     pub base_path: String,
+    /// CA file trusted for an https backend (system roots when absent).
     pub ca: Option<PathBuf>,
+    /// TLS server name to verify instead of the URL's host.
     pub server_name: Option<String>,
+    /// How long a connection may take to open.
     pub connect_timeout: Duration,
+    /// How long the backend may take to answer.
     pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// Where decision-log lines go.
 pub enum LogTarget {
+    /// Standard output.
     Stdout,
+    /// Standard error.
     Stderr,
+    /// Nowhere (metrics still count every decision).
     Off,
+    /// Appended to a file.
     File(PathBuf),
 }

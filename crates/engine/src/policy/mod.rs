@@ -29,12 +29,19 @@ pub struct Policy {
     pub generation: u64,
     /// The config file it was loaded from.
     pub source: PathBuf,
+    /// Configured issuers, in file order.
     pub issuers: Vec<Issuer>,
+    /// Normalization and override rules (`requests:`).
     pub requests: Requests,
+    /// The identity header names writ strips and sets.
     pub identity: IdentityHeaders,
+    /// Whether a verified `Authorization` is forwarded.
     pub forward_token: bool,
+    /// What applies where an action says nothing.
     pub defaults: Defaults,
+    /// Every action, in file order (indices are stable within a generation).
     pub actions: Vec<Action>,
+    /// The classification index.
     pub router: Router,
     /// Every method some action names (for the "unknown method" 405).
     pub named_methods: HashSet<String>,
@@ -43,10 +50,12 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The action at index `i` (from a classification).
     pub fn action(&self, i: usize) -> &Action {
         &self.actions[i]
     }
 
+    /// The index of the issuer whose name is `iss`.
     pub fn issuer_by_name(&self, iss: &str) -> Option<usize> {
         self.issuers.iter().position(|i| i.issuer == iss)
     }
@@ -58,63 +67,95 @@ impl Policy {
 }
 
 #[derive(Debug, Clone)]
+/// Where an issuer's keys come from.
 pub enum KeySource {
+    /// `jwks_file`, re-read on change.
     File(PathBuf),
+    /// `jwks_url`, fetched and refreshed outside the engine.
     Url(String),
+    /// `public_key_pem`.
     Pem,
+    /// `hmac_secret_env`.
     Secret,
 }
 
 #[derive(Debug)]
+/// A trusted token issuer.
 pub struct Issuer {
+    /// Must equal the token's `iss` exactly.
     pub issuer: String,
+    /// The token's `aud` must contain one of these.
     pub audiences: Vec<String>,
+    /// Algorithm allowlist.
     pub algorithms: Vec<Algorithm>,
+    /// Where the keys come from.
     pub source: KeySource,
     /// Swapped by JWKS refresh without a config reload.
     pub keys: Arc<ArcSwap<KeySet>>,
     /// For `jwks_url`: asks the fetcher for an early refresh (unknown `kid`).
     pub kick: Option<Arc<dyn KeyRefresh>>,
+    /// Periodic refresh of a `jwks_url`.
     pub jwks_refresh: Duration,
     /// Trust for an https `jwks_url` (system roots when `None`).
     pub jwks_ca: Option<PathBuf>,
+    /// Clock skew allowed for `exp`, `nbf` and `iat`.
     pub leeway: Duration,
+    /// Required `typ` (e.g. `at+jwt`), compared case-insensitively.
     pub require_typ: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
+/// The `requests:` rules.
 pub struct Requests {
+    /// How the path is normalized.
     pub path: PathPolicy,
+    /// Whether literal segments match case-sensitively.
     pub case_sensitive: bool,
+    /// Override headers and `_method`: reject, or strip (`Keep`).
     pub method_override: Choice,
+    /// URL override headers: reject, or strip (`Keep`).
     pub url_override: Choice,
+    /// Longer bearer tokens are `token_too_large`.
     pub max_token_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
+/// Identity header names.
 pub struct IdentityHeaders {
+    /// The verified subject.
     pub subject: HeaderName,
+    /// The current actor.
     pub actor: HeaderName,
+    /// The matched action.
     pub action: HeaderName,
 }
 
 #[derive(Debug, Clone)]
+/// The `defaults:` block.
 pub struct Defaults {
+    /// Whether a request matching no action is forwarded.
     pub unmatched_allow: bool,
+    /// Enforce or audit.
     pub mode: Mode,
+    /// Delegation rule for actions that state none.
     pub delegation: Delegation,
 }
 
 #[derive(Debug, Clone)]
+/// A delegation rule.
 pub struct Delegation {
+    /// Forbid, allow or require delegated tokens.
     pub mode: DelegationMode,
     /// Anchored globs on the current actor; `None` = any actor.
     pub actors: Option<Vec<String>>,
+    /// Longest `act` chain accepted.
     pub max_depth: Option<usize>,
+    /// A delegated token must be younger than this.
     pub max_age: Option<Duration>,
 }
 
 impl Delegation {
+    /// The default rule: delegated tokens are refused.
     pub fn forbid() -> Self {
         Delegation {
             mode: DelegationMode::Forbid,
@@ -128,31 +169,47 @@ impl Delegation {
 /// What a claim must equal.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClaimRule {
+    /// A literal value.
     Equals(ClaimScalar),
     /// Bound to a path parameter.
     Param(String),
 }
 
 #[derive(Debug, Clone, Default)]
+/// What an action requires of a token.
 pub struct Require {
+    /// All of these scopes.
     pub scopes: Vec<String>,
+    /// At least one of these scopes.
     pub any_scope: Vec<String>,
+    /// Claim conditions, in file order.
     pub claims: Vec<(String, ClaimRule)>,
+    /// Step-up: `auth_time` must be this recent.
     pub auth_max_age: Option<Duration>,
+    /// Step-up: `acr` must be one of these.
     pub acr: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
+/// A named action: methods, path template and what it requires.
 pub struct Action {
+    /// Unique name; used in metric labels, the decision log and the action header.
     pub name: String,
     /// Where it is defined (line, column) in the config file.
     pub location: (u64, u64),
+    /// Methods it accepts.
     pub methods: Methods,
+    /// Path template.
     pub template: Template,
+    /// Virtual host it is limited to, canonical.
     pub host: Option<String>,
+    /// Execution-triggering: never public.
     pub execution: bool,
+    /// Per-action enforce or audit.
     pub mode: Option<Mode>,
+    /// No token required.
     pub public: bool,
+    /// What the token must carry.
     pub require: Require,
     /// `None`: `defaults.delegation` applies.
     pub delegation: Option<Delegation>,

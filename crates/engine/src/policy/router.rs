@@ -18,11 +18,14 @@ use super::template::{Segment, Template};
 /// Which methods an action accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Methods {
+    /// Every method (`"*"`).
     Any,
+    /// These methods.
     List(Vec<String>),
 }
 
 impl Methods {
+    /// Whether `method` is accepted.
     pub fn contains(&self, method: &str) -> bool {
         match self {
             Methods::Any => true,
@@ -59,6 +62,7 @@ struct Node {
 /// A successful classification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteMatch {
+    /// Index of the matched action.
     pub action: usize,
     /// Path parameters by name, values as normalized.
     pub params: Vec<(String, String)>,
@@ -76,11 +80,14 @@ pub enum NoMatch {
 /// A conflict found while building: the index of the action already there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
+    /// Index of the action already there.
     pub existing: usize,
+    /// A method both actions accept.
     pub method: String,
 }
 
 #[derive(Debug, Clone)]
+/// The segment-trie router: one trie per virtual host, plus the host-less one.
 pub struct Router {
     /// Every trie's nodes; node 0 is the root of the host-less trie.
     nodes: Vec<Node>,
@@ -93,6 +100,7 @@ pub struct Router {
 const ANY_HOST: usize = 0;
 
 impl Router {
+    /// An empty router; `case_sensitive` governs literal segments.
     pub fn new(case_sensitive: bool) -> Self {
         Router {
             nodes: vec![Node::default()],

@@ -6,8 +6,11 @@ use crate::vocab::SegmentPolicy;
 /// One template segment.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Segment {
+    /// A literal segment, in normalized form.
     Literal(String),
+    /// `{name}`: one non-empty segment.
     Param(String),
+    /// `{*name}`: the rest of the path, one segment or more.
     Rest(String),
 }
 
@@ -31,8 +34,11 @@ impl TemplateError {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// A parsed path template.
 pub struct Template {
+    /// As written in the config.
     pub source: String,
+    /// Its segments, in order.
     pub segments: Vec<Segment>,
 }
 
@@ -135,6 +141,7 @@ impl Template {
         })
     }
 
+    /// Parameter names, in order.
     pub fn param_names(&self) -> Vec<String> {
         self.segments
             .iter()
