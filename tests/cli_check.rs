@@ -6,13 +6,12 @@
 //! fixture text (`pos(text, "needle")`), so each assertion says *what* it points at.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
-#[path = "fixtures/cli_common.rs"]
-mod common;
+mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use support::*;
 
 fn check(config: &Path) -> Out {
     run(writ().arg("check").arg("--config").arg(config))

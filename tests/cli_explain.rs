@@ -4,13 +4,12 @@
 //! skipped, everything else checked); `--token` is verified with the config's keys.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
-#[path = "fixtures/cli_common.rs"]
-mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 
-use common::*;
 use serde_json::{Value, json};
+use support::*;
 
 fn explain(config: &Path, method: &str, path: &str, args: &[&str]) -> Out {
     run(writ()

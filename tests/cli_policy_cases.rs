@@ -6,12 +6,11 @@
 //! what the SPEC's two example cases need; `spec-example.cases.yaml` is those cases verbatim).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
-#[path = "fixtures/cli_common.rs"]
-mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 
-use common::*;
+use support::*;
 
 fn policy(name: &str) -> PathBuf {
     fixture(&format!("policy/{name}"))

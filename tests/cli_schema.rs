@@ -5,14 +5,13 @@
 //! FAIL with a message saying so — they never pass without validating.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
-#[path = "fixtures/cli_common.rs"]
-mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
 use serde_json::Value;
+use support::*;
 
 /// Validates each YAML file against the schema; prints `VALID <file>` or `INVALID <file>`
 /// followed by one `  <path>: <message>` line per error. Exit 3 when a module is missing.

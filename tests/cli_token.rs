@@ -8,13 +8,12 @@
 //! here, with the `kid` computed here).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
-#[path = "fixtures/cli_common.rs"]
-mod common;
+mod support;
 
 use std::path::Path;
 
-use common::*;
 use serde_json::{Value, json};
+use support::*;
 
 /// Standard claims for a read token of tenant acme against [`token_config`].
 const READ: [&str; 10] = [

@@ -2,39 +2,17 @@
 //! `writ explain --token` against a `public_key_pem` issuer holding the public key.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+mod support;
+
 use std::path::Path;
-use std::process::Command;
 
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
-use base64::Engine;
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(chunk).unwrap());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
-fn writ(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_writ"))
-        .args(args)
-        .env_remove("WRIT_CONFIG")
-        .output()
-        .unwrap()
-}
+use support::{jwt_header, pem, tempdir, writ_run};
 
 fn header_alg(token: &str) -> String {
-    let h = token.split('.').next().unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(h)
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let v = jwt_header(token);
     assert_eq!(v["typ"], "at+jwt");
     assert!(v["kid"].as_str().is_some_and(|k| k.len() == 43), "{v}");
     v["alg"].as_str().unwrap().to_string()
@@ -46,7 +24,7 @@ fn round_trip(dir: &Path, private_pem: &str, public_pem: &str, other_public_pem:
     std::fs::write(dir.join("key.pem"), private_pem).unwrap();
     std::fs::write(dir.join("pub.pem"), public_pem).unwrap();
     std::fs::write(dir.join("other.pem"), other_public_pem).unwrap();
-    let out = writ(&[
+    let out = writ_run([
         "token",
         "--key",
         dir.join("key.pem").to_str().unwrap(),
@@ -59,12 +37,8 @@ fn round_trip(dir: &Path, private_pem: &str, public_pem: &str, other_public_pem:
         "--scope",
         "run",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(out.code == Some(0), "{}", out.stderr);
+    let token = out.stdout.trim().to_string();
     assert_eq!(header_alg(&token), alg);
     for (key, expect_ok) in [("pub.pem", true), ("other.pem", false)] {
         let cfg = dir.join(format!("{key}.yaml"));
@@ -75,7 +49,7 @@ fn round_trip(dir: &Path, private_pem: &str, public_pem: &str, other_public_pem:
             ),
         )
         .unwrap();
-        let out = writ(&[
+        let out = writ_run([
             "explain",
             "--config",
             cfg.to_str().unwrap(),
@@ -87,13 +61,13 @@ fn round_trip(dir: &Path, private_pem: &str, public_pem: &str, other_public_pem:
             &token,
             "--json",
         ]);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        let v: serde_json::Value =
+            serde_json::from_str(&out.stdout).unwrap_or_else(|_| panic!("{}", out.stderr));
         if expect_ok {
-            assert_eq!(out.status.code(), Some(0), "{v}");
+            assert_eq!(out.code, Some(0), "{v}");
             assert_eq!(v["reason"], "allowed");
         } else {
-            assert_eq!(out.status.code(), Some(1), "{v}");
+            assert_eq!(out.code, Some(1), "{v}");
             assert_eq!(v["reason"], "bad_signature");
         }
     }
@@ -101,7 +75,7 @@ fn round_trip(dir: &Path, private_pem: &str, public_pem: &str, other_public_pem:
 
 #[test]
 fn rs256_token_from_a_pkcs8_rsa_key_verifies_end_to_end() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let k = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
     let other = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
     let private: Pkcs8V1Der = k.as_der().unwrap();
@@ -118,7 +92,7 @@ fn rs256_token_from_a_pkcs8_rsa_key_verifies_end_to_end() {
 
 #[test]
 fn eddsa_token_from_a_pkcs8_ed25519_key_verifies_end_to_end() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let rng = aws_lc_rs::rand::SystemRandom::new();
     let doc = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
     let pair = Ed25519KeyPair::from_pkcs8(doc.as_ref()).unwrap();

@@ -13,19 +13,16 @@
 mod support;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{Config, Env, Keys, RawConn, RawResponse, Writ, build_request, try_request};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use support::{
+    Config, Env, Keys, RawConn, RawResponse, Server, Writ, build_request, frame, serial,
+    serve_http1, try_request,
+};
 
 const ACTIONS: &str = r"
   - name: ok
@@ -707,96 +704,56 @@ fn memory_stays_bounded_under_slowloris_and_header_flood() {
 /// An upstream that counts body bytes instead of storing them, and remembers when the first
 /// body byte arrived.
 struct CountingBackend {
-    addr: SocketAddr,
+    server: Server,
     bytes: Arc<AtomicU64>,
     first_byte: Arc<Mutex<Option<Instant>>>,
     requests: Arc<AtomicU64>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl CountingBackend {
     fn start() -> CountingBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind counting backend");
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let bytes = Arc::new(AtomicU64::new(0));
         let first_byte = Arc::new(Mutex::new(None));
         let requests = Arc::new(AtomicU64::new(0));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (b, f, n) = (bytes.clone(), first_byte.clone(), requests.clone());
-        thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let accept = async {
-                    loop {
-                        let Ok((stream, _)) = listener.accept().await else {
-                            continue;
-                        };
-                        let (b, f, n) = (b.clone(), f.clone(), n.clone());
-                        tokio::spawn(async move {
-                            let svc = hyper::service::service_fn(
-                                move |req: hyper::Request<hyper::body::Incoming>| {
-                                    let (b, f, n) = (b.clone(), f.clone(), n.clone());
-                                    async move {
-                                        use http_body_util::BodyExt as _;
-                                        n.fetch_add(1, Ordering::SeqCst);
-                                        let mut body = req.into_body();
-                                        let mut total: u64 = 0;
-                                        while let Some(frame) = body.frame().await {
-                                            let Ok(frame) = frame else { break };
-                                            if let Some(data) = frame.data_ref() {
-                                                if total == 0 && !data.is_empty() {
-                                                    let mut first = f.lock().unwrap();
-                                                    first.get_or_insert_with(Instant::now);
-                                                }
-                                                total += data.len() as u64;
-                                                b.fetch_add(data.len() as u64, Ordering::SeqCst);
-                                            }
-                                        }
-                                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                            http_body_util::Full::new(bytes::Bytes::from(
-                                                total.to_string(),
-                                            )),
-                                        ))
-                                    }
-                                },
-                            );
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .max_headers(256)
-                                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                                .await;
-                        });
+        let server = Server::start_local(move |stream| {
+            let (b, f, n) = (b.clone(), f.clone(), n.clone());
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (b, f, n) = (b.clone(), f.clone(), n.clone());
+                    async move {
+                        use http_body_util::BodyExt as _;
+                        n.fetch_add(1, Ordering::SeqCst);
+                        let mut body = req.into_body();
+                        let mut total: u64 = 0;
+                        while let Some(frame) = body.frame().await {
+                            let Ok(frame) = frame else { break };
+                            if let Some(data) = frame.data_ref() {
+                                if total == 0 && !data.is_empty() {
+                                    let mut first = f.lock().unwrap();
+                                    first.get_or_insert_with(Instant::now);
+                                }
+                                total += data.len() as u64;
+                                b.fetch_add(data.len() as u64, Ordering::SeqCst);
+                            }
+                        }
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(total.to_string())),
+                        ))
                     }
-                };
-                tokio::select! {
-                    () = accept => {}
-                    _ = rx => {}
-                }
-            });
+                });
+            serve_http1(stream, svc)
         });
         CountingBackend {
-            addr,
+            server,
             bytes,
             first_byte,
             requests,
-            stop: Some(tx),
         }
     }
 
     fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for CountingBackend {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
+        self.server.url()
     }
 }
 
@@ -893,14 +850,6 @@ fn large_chunked_upload_is_streamed_not_buffered() {
 // === idle HTTP/2 connections ===
 // ==========================================================================================
 
-fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-    f.extend([kind, flags]);
-    f.extend(stream.to_be_bytes());
-    f.extend(payload);
-    f
-}
-
 /// HEADERS for `GET /ok` (HPACK: :method GET, :scheme http, literal :path, literal :authority).
 fn h2_get_ok(stream: u32) -> Vec<u8> {
     let (path, authority) = (b"/ok", b"example.org");
@@ -908,7 +857,7 @@ fn h2_get_ok(stream: u32) -> Vec<u8> {
     block.extend(path);
     block.extend([0x41, authority.len() as u8]);
     block.extend(authority);
-    h2_frame(1, 0x5, stream, &block)
+    frame(1, 0x5, stream, &block)
 }
 
 #[test]
@@ -917,7 +866,7 @@ fn idle_http2_connection_is_closed_even_if_it_ignores_the_goaway_ping() {
     let env = env_with_limits("\n  header_read_timeout: 1s");
     let mut s = std::net::TcpStream::connect(env.writ.addr()).unwrap();
     let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    hello.extend(h2_frame(4, 0, 0, &[]));
+    hello.extend(frame(4, 0, 0, &[]));
     hello.extend(h2_get_ok(1));
     s.write_all(&hello).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(200)))

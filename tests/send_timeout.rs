@@ -17,24 +17,23 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future as _;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::Frame;
-use http_body_util::{BodyExt, Empty, Full};
-use support::{Config, Keys, RawConn, Writ, build_request};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use http_body_util::{BodyExt, Full};
+use support::{
+    ACK, Config, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, Keys, PING, PREFACE, RST_STREAM,
+    RawConn, SETTINGS, SETTINGS_INITIAL_WINDOW_SIZE, Server, Writ, block_on_within, build_request,
+    frame, frame_head, h2_client, headers_status, req, request_block, serial, serve_http1,
+    temp_dir, writ,
+};
 
 const ACTIONS: &str = r"
   - name: public
@@ -132,104 +131,58 @@ type BackendBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 /// `/public/slow-body` its head at once and its body after 2.5 s, `/public/trickle` three
 /// chunks 1.6 s apart, anything else `backend-ok`.
 struct ScriptedBackend {
-    addr: SocketAddr,
+    server: Server,
     requests: Arc<AtomicUsize>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl ScriptedBackend {
     fn start() -> ScriptedBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let n = requests.clone();
         let big = Bytes::from(vec![b'b'; BIG]);
         let body = Bytes::from(vec![b'd'; BODY]);
-        thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let accept = async {
-                    loop {
-                        let Ok((stream, _)) = listener.accept().await else {
-                            continue;
+        let server = Server::start_local(move |stream| {
+            let (n, big, body) = (n.clone(), big.clone(), body.clone());
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    n.fetch_add(1, Ordering::SeqCst);
+                    let (big, body) = (big.clone(), body.clone());
+                    async move {
+                        let b: BackendBody = match req.uri().path() {
+                            "/public/big" => Full::new(big).boxed(),
+                            "/public/body" => Full::new(body).boxed(),
+                            "/public/slow-head" => {
+                                tokio::time::sleep(SLOW_FIRST).await;
+                                Full::new(Bytes::from_static(b"slow-head-body")).boxed()
+                            }
+                            "/public/slow-body" => Scripted::new(vec![(
+                                SLOW_FIRST,
+                                Bytes::from_static(b"slow-body-body"),
+                            )])
+                            .boxed(),
+                            "/public/trickle" => Scripted::new(
+                                TRICKLE
+                                    .iter()
+                                    .map(|c| (TRICKLE_PAUSE, Bytes::from_static(c.as_bytes())))
+                                    .collect(),
+                            )
+                            .boxed(),
+                            _ => Full::new(Bytes::from_static(b"backend-ok")).boxed(),
                         };
-                        let (n, big, body) = (n.clone(), big.clone(), body.clone());
-                        let svc = hyper::service::service_fn(
-                            move |req: hyper::Request<hyper::body::Incoming>| {
-                                n.fetch_add(1, Ordering::SeqCst);
-                                let (big, body) = (big.clone(), body.clone());
-                                async move {
-                                    let b: BackendBody = match req.uri().path() {
-                                        "/public/big" => Full::new(big).boxed(),
-                                        "/public/body" => Full::new(body).boxed(),
-                                        "/public/slow-head" => {
-                                            tokio::time::sleep(SLOW_FIRST).await;
-                                            Full::new(Bytes::from_static(b"slow-head-body")).boxed()
-                                        }
-                                        "/public/slow-body" => Scripted::new(vec![(
-                                            SLOW_FIRST,
-                                            Bytes::from_static(b"slow-body-body"),
-                                        )])
-                                        .boxed(),
-                                        "/public/trickle" => Scripted::new(
-                                            TRICKLE
-                                                .iter()
-                                                .map(|c| {
-                                                    (
-                                                        TRICKLE_PAUSE,
-                                                        Bytes::from_static(c.as_bytes()),
-                                                    )
-                                                })
-                                                .collect(),
-                                        )
-                                        .boxed(),
-                                        _ => Full::new(Bytes::from_static(b"backend-ok")).boxed(),
-                                    };
-                                    Ok::<_, Infallible>(hyper::Response::new(b))
-                                }
-                            },
-                        );
-                        tokio::spawn(async move {
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .max_headers(256)
-                                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                                .await;
-                        });
+                        Ok::<_, Infallible>(hyper::Response::new(b))
                     }
-                };
-                tokio::select! {
-                    () = accept => {}
-                    _ = rx => {}
-                }
-            });
+                });
+            serve_http1(stream, svc)
         });
-        ScriptedBackend {
-            addr,
-            requests,
-            stop: Some(tx),
-        }
+        ScriptedBackend { server, requests }
     }
 
     fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     fn count(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for ScriptedBackend {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
     }
 }
 
@@ -289,103 +242,6 @@ fn assert_served_within_bound(client: thread::JoinHandle<Result<Duration, String
 // === raw HTTP/2 ===
 // ==========================================================================================
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const DATA: u8 = 0x0;
-const HEADERS: u8 = 0x1;
-const RST_STREAM: u8 = 0x3;
-const SETTINGS: u8 = 0x4;
-const PING: u8 = 0x6;
-const GOAWAY: u8 = 0x7;
-const END_STREAM: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
-const ACK: u8 = 0x1;
-const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).unwrap();
-    let mut out = len.to_be_bytes()[1..].to_vec();
-    out.push(kind);
-    out.push(flags);
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
-/// A header block of "literal without indexing, new name" fields (all shorter than 127
-/// bytes, no Huffman).
-fn hpack(fields: &[(&[u8], &[u8])]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (n, v) in fields {
-        out.push(0x00);
-        out.push(u8::try_from(n.len()).unwrap());
-        out.extend_from_slice(n);
-        out.push(u8::try_from(v.len()).unwrap());
-        out.extend_from_slice(v);
-    }
-    out
-}
-
-/// Decodes the `:status` at the start of a response header block, as hyper's HPACK encoder
-/// writes it: a static-table index, or a literal with the `:status` name whose value is
-/// plain or Huffman-coded digits.
-fn decode_status(block: &[u8]) -> Option<u16> {
-    let mut i = 0;
-    // Skip dynamic table size updates (001xxxxx).
-    while i < block.len() && block[i] & 0xe0 == 0x20 {
-        i += 1;
-        if block[i - 1] & 0x1f == 0x1f {
-            while i < block.len() && block[i] & 0x80 != 0 {
-                i += 1;
-            }
-            i += 1;
-        }
-    }
-    let b = *block.get(i)?;
-    if b & 0x80 != 0 {
-        return match b & 0x7f {
-            8 => Some(200),
-            13 => Some(404),
-            _ => None,
-        };
-    }
-    let idx = if b & 0xc0 == 0x40 {
-        b & 0x3f
-    } else if b & 0xe0 == 0x00 {
-        b & 0x0f
-    } else {
-        return None;
-    };
-    if !(8..=14).contains(&idx) {
-        return None;
-    }
-    let lb = *block.get(i + 1)?;
-    let raw = block.get(i + 2..i + 2 + usize::from(lb & 0x7f))?;
-    if lb & 0x80 == 0 {
-        return std::str::from_utf8(raw).ok()?.parse().ok();
-    }
-    // Huffman: '0'-'2' are 5-bit 00000..00010, '3'-'9' are 6-bit 011001..011111.
-    let bits: Vec<u8> = raw
-        .iter()
-        .flat_map(|byte| (0..8).rev().map(move |k| (byte >> k) & 1))
-        .collect();
-    let (mut out, mut p) = (0u16, 0);
-    for _ in 0..3 {
-        let v5 = bits.get(p..p + 5)?.iter().fold(0u8, |a, b| a << 1 | b);
-        if v5 <= 2 {
-            out = out * 10 + u16::from(v5);
-            p += 5;
-        } else {
-            let v6 = bits.get(p..p + 6)?.iter().fold(0u8, |a, b| a << 1 | b);
-            if !(0x19..=0x1f).contains(&v6) {
-                return None;
-            }
-            out = out * 10 + u16::from(3 + v6 - 0x19);
-            p += 6;
-        }
-    }
-    Some(out)
-}
-
 /// An HTTP/2 client that announces a stream window of 0, sends one request on stream 1,
 /// and never sends WINDOW_UPDATE: writ's answer can never get its body out.
 struct ZeroWindow {
@@ -410,13 +266,7 @@ impl ZeroWindow {
         let mut settings = SETTINGS_INITIAL_WINDOW_SIZE.to_be_bytes().to_vec();
         settings.extend(0u32.to_be_bytes());
         hello.extend(frame(SETTINGS, 0, 0, &settings));
-        let authority = addr.to_string();
-        let block = hpack(&[
-            (b":method", b"GET"),
-            (b":scheme", b"http"),
-            (b":authority", authority.as_bytes()),
-            (b":path", path.as_bytes()),
-        ]);
+        let block = request_block(addr, "GET", path.as_bytes(), &[]);
         hello.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, &block));
         (&stream)
             .write_all(&hello)
@@ -464,13 +314,10 @@ impl ZeroWindow {
             }
         }
         while self.pending.len() >= 9 {
-            let h = &self.pending;
-            let len = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
+            let (len, kind, flags, sid) = frame_head(&self.pending);
             if self.pending.len() < 9 + len {
                 break;
             }
-            let (kind, flags) = (h[3], h[4]);
-            let sid = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
             let payload: Vec<u8> = self.pending[9..9 + len].to_vec();
             self.pending.drain(..9 + len);
             match kind {
@@ -483,15 +330,7 @@ impl ZeroWindow {
                     let _ = (&self.stream).write_all(&frame(PING, ACK, 0, &payload));
                 }
                 HEADERS if sid == 1 && self.answered.is_none() => {
-                    let mut block = &payload[..];
-                    if flags & 0x8 != 0 {
-                        let pad = usize::from(block[0]);
-                        block = &block[1..block.len() - pad];
-                    }
-                    if flags & 0x20 != 0 {
-                        block = &block[5..];
-                    }
-                    self.answered = Some((Instant::now(), decode_status(block)));
+                    self.answered = Some((Instant::now(), headers_status(flags, &payload)));
                 }
                 DATA if sid == 1 => self.data_bytes += len,
                 RST_STREAM if sid == 1 && self.closed.is_none() => {
@@ -739,50 +578,33 @@ fn h2_gets(
     paths: &'static [&'static str],
 ) -> thread::JoinHandle<Vec<(u16, Vec<u8>, Duration)>> {
     thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            tokio::time::timeout(Duration::from_secs(15), async move {
-                let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-                let (sender, conn) = hyper::client::conn::http2::handshake(
-                    hyper_util::rt::TokioExecutor::new(),
-                    hyper_util::rt::TokioIo::new(tcp),
-                )
-                .await
-                .expect("h2 handshake");
-                tokio::spawn(conn);
-                let started = Instant::now();
-                let gets = paths.iter().map(|path| {
-                    let mut sender = sender.clone();
-                    async move {
-                        let req = hyper::Request::get(format!("http://{addr}{path}"))
-                            .body(Empty::<Bytes>::new())
-                            .unwrap();
-                        let resp = sender
-                            .send_request(req)
-                            .await
-                            .unwrap_or_else(|e| panic!("h2 {path}: {e}"));
-                        let status = resp.status().as_u16();
-                        let body = resp
-                            .into_body()
-                            .collect()
-                            .await
-                            .unwrap_or_else(|e| panic!("h2 {path} body: {e}"))
-                            .to_bytes()
-                            .to_vec();
-                        (status, body, started.elapsed())
-                    }
-                });
-                let mut out = Vec::new();
-                for r in futures_join_all(gets).await {
-                    out.push(r);
+        block_on_within(Duration::from_secs(15), async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let sender = h2_client(tcp).await;
+            let started = Instant::now();
+            let gets = paths.iter().map(|path| {
+                let mut sender = sender.clone();
+                async move {
+                    let resp = sender
+                        .send_request(req("GET", &format!("http://{addr}{path}"), &[], b""))
+                        .await
+                        .unwrap_or_else(|e| panic!("h2 {path}: {e}"));
+                    let status = resp.status().as_u16();
+                    let body = resp
+                        .into_body()
+                        .collect()
+                        .await
+                        .unwrap_or_else(|e| panic!("h2 {path} body: {e}"))
+                        .to_bytes()
+                        .to_vec();
+                    (status, body, started.elapsed())
                 }
-                out
-            })
-            .await
-            .expect("h2 exchange timed out")
+            });
+            let mut out = Vec::new();
+            for r in futures_join_all(gets).await {
+                out.push(r);
+            }
+            out
         })
     })
 }
@@ -874,20 +696,16 @@ fn backend_trickling_with_pauses_longer_than_send_timeout_is_not_cut() {
 
 #[test]
 fn send_timeout_of_zero_is_a_config_error_at_its_position() {
-    let dir = tempfile::Builder::new()
-        .prefix("writ-send-timeout-")
-        .tempdir()
-        .unwrap();
+    let dir = temp_dir("writ-send-timeout-");
     let check = |name: &str, value: &str| {
         let text = format!(
             "listen: 127.0.0.1:8080\nupstream:\n  url: http://127.0.0.1:3000\nlimits:\n  send_timeout: {value}\n"
         );
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_writ"))
+        let out = writ()
             .args(["check", "--config"])
             .arg(&path)
-            .env_remove("WRIT_CONFIG")
             .output()
             .expect("run writ check");
         (path, out)
