@@ -58,7 +58,7 @@ pub enum ClaimError {
 pub struct Times {
     /// `exp`: required.
     pub exp: Option<f64>,
-    /// `nbf`.
+    /// `nbf`: the token is not valid before this time.
     pub nbf: Option<f64>,
     /// `iat`: required where `max_age` or `auth_max_age` applies.
     pub iat: Option<f64>,
@@ -69,7 +69,7 @@ pub struct Times {
 #[derive(Debug, Clone, PartialEq)]
 /// A token's claims, typed for the checks and kept raw for claim conditions.
 pub struct Claims {
-    /// `iss`.
+    /// `iss`: must equal a configured issuer exactly.
     pub iss: Option<String>,
     /// `sub`: the subject writ forwards (the delegator when delegated).
     pub sub: Option<String>,

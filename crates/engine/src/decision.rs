@@ -436,7 +436,7 @@ impl Labels {
 /// What the pipeline decided for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Forward.
+    /// Forward the request upstream.
     Allow {
         /// What forwarding may set.
         permit: Permit,

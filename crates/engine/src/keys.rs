@@ -78,7 +78,7 @@ pub struct KeyEntry {
     pub kid: Option<String>,
     /// What algorithms it may verify.
     pub family: KeyFamily,
-    /// The key.
+    /// The public key (or HMAC secret) signatures are verified with.
     pub key: DecodingKey,
     /// Identity of the key material: cached verifications are valid only while
     /// a key with this fingerprint is still in the set.

@@ -65,7 +65,7 @@ impl SegmentPolicy {
 /// The path rules of `requests:` that shape the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PathPolicy {
-    /// Segment rules.
+    /// What is refused inside one segment (`%2F`, `;`).
     pub segment: SegmentPolicy,
     /// Whether `/a/` differs from `/a`.
     pub strict_trailing_slash: bool,

@@ -52,7 +52,7 @@ impl TokenCache {
         self.inner.get(token)
     }
 
-    /// Remembers a verification.
+    /// Remembers a verification so the next use of the token skips the signature.
     pub fn insert(&self, token: &str, v: Arc<Verified>) {
         self.inner.insert(token.to_string(), v);
     }

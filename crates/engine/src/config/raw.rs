@@ -17,7 +17,7 @@ use crate::vocab::{ClaimScalar, DelegationMode, Mode};
 pub struct Sp<T>(pub Spanned<T>);
 
 impl<T> Sp<T> {
-    /// The value.
+    /// The value as parsed, without its position.
     pub fn get(&self) -> &T {
         &self.0.value
     }

@@ -197,9 +197,9 @@ pub struct Action {
     pub name: String,
     /// Where it is defined (line, column) in the config file.
     pub location: (u64, u64),
-    /// Methods it accepts.
+    /// Methods it accepts; other methods on its path are 405 unless another action takes them.
     pub methods: Methods,
-    /// Path template.
+    /// Path template, matched against the normalized path.
     pub template: Template,
     /// Virtual host it is limited to, canonical.
     pub host: Option<String>,
