@@ -398,3 +398,29 @@ fn test_requires_at_least_one_case_file() {
     let out = run(writ().arg("test").arg("--config").arg(spec_config()));
     assert_ne!(out.code, Some(0), "{}", out.dump());
 }
+
+#[test]
+fn failing_case_shows_the_whole_outcome_even_fields_it_did_not_assert() {
+    // A case that asserts only the decision still shows reason, status and action.
+    let dir = tempdir();
+    let cases = write(
+        dir.path(),
+        "only-decision.cases.yaml",
+        r#"cases:
+  - name: read without the scope
+    request: { method: GET, path: /tenants/acme/jobs/7 }
+    claims: { iss: https://login.example.com/, aud: orders-api, sub: alice, tenant: acme,
+              scope: other, iat: now-1m, exp: now+10m }
+    expect: { decision: allow }
+"#,
+    );
+    let out = writ_test(&spec_config(), &[&cases]);
+    out.expect_code(1);
+    assert_summary(&out, 0, 1);
+    assert!(
+        out.all()
+            .contains("got: decision deny, status 403, reason insufficient_scope, action read-job"),
+        "{}",
+        out.dump()
+    );
+}

@@ -48,7 +48,16 @@ pub fn run(config: &Path, cases: &[PathBuf]) -> u8 {
                     }
                     Some(why) => {
                         failed += 1;
-                        println!("FAIL {} ({at})\n     {why}", case.name.get());
+                        // What actually happened, even for fields the case did
+                        // not assert: "expected allow, got deny" alone hides why.
+                        println!(
+                            "FAIL {} ({at})\n     {why}\n     got: decision {}, status {}, reason {}, action {}",
+                            case.name.get(),
+                            got.decision,
+                            got.status,
+                            got.reason,
+                            got.action.as_deref().unwrap_or("(none)")
+                        );
                     }
                 },
                 Err(e) => {
