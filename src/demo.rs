@@ -202,13 +202,13 @@ async fn tour(once: bool) -> Result<(), DemoError> {
     agent_claims["iat"] = json!(now - 6 * 60);
     let stale_agent = token(agent_claims)?;
 
-    println!(
+    out!(
         "{}",
         st.bold("writ demo: an execution-authority proxy, live on loopback")
     );
-    println!("  proxy    http://{proxy}    (policy: config/demo/demo.yaml, embedded)");
-    println!("  admin    http://{admin}/metrics");
-    println!("  backend  http://{backend}  (echo: shows what it received)\n");
+    out!("  proxy    http://{proxy}    (policy: config/demo/demo.yaml, embedded)");
+    out!("  admin    http://{admin}/metrics");
+    out!("  backend  http://{backend}  (echo: shows what it received)\n");
 
     let script: Vec<(&str, &str, &str, Option<&str>)> = vec![
         (
@@ -287,7 +287,7 @@ async fn tour(once: bool) -> Result<(), DemoError> {
                 }
             )
         };
-        println!(
+        out!(
             "{:>2}. {:<32} {:<5} {:<38} {}  {}",
             i + 1,
             what,
@@ -304,16 +304,16 @@ async fn tour(once: bool) -> Result<(), DemoError> {
         let _ = std::fs::remove_dir_all(&dir);
         return Ok(());
     }
-    println!("\n{}", st.bold("Try it yourself (tokens valid for 1h):"));
-    println!("  curl -i http://{proxy}/tenants/acme/jobs/7 -H 'Authorization: Bearer {reader}'");
-    println!(
+    out!("\n{}", st.bold("Try it yourself (tokens valid for 1h):"));
+    out!("  curl -i http://{proxy}/tenants/acme/jobs/7 -H 'Authorization: Bearer {reader}'");
+    out!(
         "  curl -i -X POST http://{proxy}/tenants/acme/jobs/7/run -H 'Authorization: Bearer {runner}'"
     );
-    println!(
+    out!(
         "  curl -i -X POST http://{proxy}/tenants/acme/jobs/7/run -H 'Authorization: Bearer {agent}'"
     );
-    println!("  curl -s http://{admin}/metrics | grep writ_requests_total");
-    println!("\nServing until Ctrl-C.");
+    out!("  curl -s http://{admin}/metrics | grep writ_requests_total");
+    out!("\nServing until Ctrl-C.");
     shutdown_signal().await;
     let _ = stop_tx.send(());
     let _ = serving.await;

@@ -15,6 +15,15 @@
 //! fetching, the CLI and the demo: the only code that touches the network.
 #![forbid(unsafe_code)]
 
+/// `println!` for command output that a closed pipe (`writ test ... | head`) ends
+/// quietly instead of panicking: the exit status still tells the outcome.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 pub mod admin;
 pub mod cli;
 pub mod demo;

@@ -424,3 +424,23 @@ fn failing_case_shows_the_whole_outcome_even_fields_it_did_not_assert() {
         out.dump()
     );
 }
+
+#[test]
+fn closed_stdout_ends_quietly_with_the_outcome_as_exit_status() {
+    // `writ test ... | head -1`: the reader is gone; writ must not panic on the broken pipe.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let cases = policy("mixed.cases.yaml");
+    let out = writ()
+        .arg("test")
+        .arg("--config")
+        .arg(spec_config())
+        .arg(&cases)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+}

@@ -6,7 +6,7 @@ pub fn run(config: &Path) -> u8 {
     match writ_engine::config::load(config) {
         Ok(c) => {
             let p = &c.policy;
-            println!(
+            out!(
                 "{}: ok ({} action{}, {} issuer{})",
                 config.display(),
                 p.actions.len(),

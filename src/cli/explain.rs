@@ -146,7 +146,7 @@ pub fn run(args: Args) -> u8 {
     let d = decide(&policy, &req, &cx);
     let allowed = !matches!(d.verdict, Verdict::Deny(_));
     if args.json {
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&to_json(&policy, &args, &d)).unwrap_or_default()
         );
@@ -204,7 +204,7 @@ fn to_json(policy: &Policy, args: &Args, d: &Decision) -> serde_json::Value {
 
 fn print_text(policy: &Policy, args: &Args, d: &Decision) {
     let file = args.config.display().to_string();
-    println!(
+    out!(
         "request     {} {}{}",
         args.method,
         args.path,
@@ -214,12 +214,12 @@ fn print_text(policy: &Policy, args: &Args, d: &Decision) {
             .unwrap_or_default()
     );
     match &d.target {
-        Some(t) => println!("normalized  {}", t.path),
-        None => println!("normalized  (refused before normalization completed)"),
+        Some(t) => out!("normalized  {}", t.path),
+        None => out!("normalized  (refused before normalization completed)"),
     }
     match d.action.map(|i| policy.action(i)) {
         Some(a) => {
-            println!(
+            out!(
                 "action      {}{}{}  [{} {}]  at {file}:{}:{}",
                 a.name,
                 if a.execution { " (execution)" } else { "" },
@@ -234,14 +234,14 @@ fn print_text(policy: &Policy, args: &Args, d: &Decision) {
             );
             if !d.params.is_empty() {
                 let p: Vec<String> = d.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                println!("params      {}", p.join(" "));
+                out!("params      {}", p.join(" "));
             }
         }
-        None => println!("action      (none)"),
+        None => out!("action      (none)"),
     }
-    println!("checks");
+    out!("checks");
     for c in &d.checks {
-        println!(
+        out!(
             "  [{}] {:<10} {:<44} {}",
             if c.ok { "pass" } else { "FAIL" },
             c.stage,
@@ -256,8 +256,8 @@ fn print_text(policy: &Policy, args: &Args, d: &Decision) {
         " (audit mode: not enforced, forwarded)"
     };
     if detail.is_empty() {
-        println!("decision    {decision} ({reason}){audit}");
+        out!("decision    {decision} ({reason}){audit}");
     } else {
-        println!("decision    {decision}: {status} {reason}: {detail}{audit}");
+        out!("decision    {decision}: {status} {reason}: {detail}{audit}");
     }
 }

@@ -23,7 +23,7 @@ pub fn run(config: &Path, cases: &[PathBuf]) -> u8 {
         Ok(c) => c.policy,
         Err(e) => {
             eprintln!("{e}");
-            println!("0 passed, 1 failed");
+            out!("0 passed, 1 failed");
             return 1;
         }
     };
@@ -33,7 +33,7 @@ pub fn run(config: &Path, cases: &[PathBuf]) -> u8 {
         let cf = match load_cases(file) {
             Ok(c) => c,
             Err(e) => {
-                println!("FAIL {e}");
+                out!("FAIL {e}");
                 failed += 1;
                 continue;
             }
@@ -44,13 +44,13 @@ pub fn run(config: &Path, cases: &[PathBuf]) -> u8 {
                 Ok(got) => match mismatch(&case.expect, &got) {
                     None => {
                         passed += 1;
-                        println!("ok   {}", case.name.get());
+                        out!("ok   {}", case.name.get());
                     }
                     Some(why) => {
                         failed += 1;
                         // What actually happened, even for fields the case did
                         // not assert: "expected allow, got deny" alone hides why.
-                        println!(
+                        out!(
                             "FAIL {} ({at})\n     {why}\n     got: decision {}, status {}, reason {}, action {}",
                             case.name.get(),
                             got.decision,
@@ -62,11 +62,11 @@ pub fn run(config: &Path, cases: &[PathBuf]) -> u8 {
                 },
                 Err(e) => {
                     failed += 1;
-                    println!("FAIL {} ({at})\n     invalid case: {e}", case.name.get());
+                    out!("FAIL {} ({at})\n     invalid case: {e}", case.name.get());
                 }
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
+    out!("{passed} passed, {failed} failed");
     if failed == 0 { 0 } else { 1 }
 }

@@ -4,7 +4,7 @@ pub fn run() -> u8 {
     let schema = writ_engine::config::json_schema();
     match serde_json::to_string_pretty(&schema) {
         Ok(s) => {
-            println!("{s}");
+            out!("{s}");
             0
         }
         Err(e) => {

@@ -112,7 +112,7 @@ pub fn run(args: Args) -> u8 {
     }
     match sign(&key, alg, kid, &Value::Object(claims)) {
         Ok(t) => {
-            println!("{t}");
+            out!("{t}");
             0
         }
         Err(e) => fail(e),
