@@ -435,6 +435,32 @@ fn h2_zero_window_forwarded_answers_cannot_pin_every_connection_slot() {
 // === HTTP/1: a client that never reads ===
 // ==========================================================================================
 
+/// Reads a stalled connection now: what was left in the socket buffers, then its end.
+/// Panics when it is still open (or still sending) after a bounded wait: it was not cut.
+fn read_until_closed(s: &TcpStream, i: usize) -> (usize, String) {
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 256 * 1024];
+    let end = loop {
+        match (&*s).read(&mut buf) {
+            Ok(0) => break Ok("EOF".to_string()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                break Err(format!("still open after {got} bytes"));
+            }
+            Err(e) => break Ok(format!("{e}")),
+        }
+        if Instant::now() > deadline {
+            break Err(format!("still sending after {got} bytes"));
+        }
+    };
+    let end = end.unwrap_or_else(|e| panic!("stalled connection {i} was not closed: {e}"));
+    (got, end)
+}
+
 #[test]
 fn h1_client_that_never_reads_a_large_answer_cannot_pin_every_connection_slot() {
     let _serial = serial();
@@ -468,26 +494,7 @@ fn h1_client_that_never_reads_a_large_answer_cannot_pin_every_connection_slot() 
     thread::sleep(SEND_TIMEOUT * 2);
     let mut report = Vec::new();
     for (i, s) in stalled.iter().enumerate() {
-        s.set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut got = 0usize;
-        let mut buf = vec![0u8; 256 * 1024];
-        let end = loop {
-            match (&*s).read(&mut buf) {
-                Ok(0) => break Ok("EOF".to_string()),
-                Ok(n) => got += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    break Err(format!("still open after {got} bytes"));
-                }
-                Err(e) => break Ok(format!("{e}")),
-            }
-            if Instant::now() > deadline {
-                break Err(format!("still sending after {got} bytes"));
-            }
-        };
-        let end = end.unwrap_or_else(|e| panic!("stalled connection {i} was not closed: {e}"));
+        let (got, end) = read_until_closed(s, i);
         assert!(
             got < BIG,
             "stalled connection {i} got the whole answer ({got} bytes): it was not cut"
@@ -520,26 +527,7 @@ fn h1_client_that_pipelines_requests_and_never_reads_cannot_pin_every_connection
     thread::sleep(SEND_TIMEOUT * 2);
     let mut report = Vec::new();
     for (i, s) in stalled.iter().enumerate() {
-        s.set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut got = 0usize;
-        let mut buf = vec![0u8; 256 * 1024];
-        let end = loop {
-            match (&*s).read(&mut buf) {
-                Ok(0) => break Ok("EOF".to_string()),
-                Ok(n) => got += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    break Err(format!("still open after {got} bytes"));
-                }
-                Err(e) => break Ok(format!("{e}")),
-            }
-            if Instant::now() > deadline {
-                break Err(format!("still sending after {got} bytes"));
-            }
-        };
-        let end = end.unwrap_or_else(|e| panic!("stalled connection {i} was not closed: {e}"));
+        let (got, end) = read_until_closed(s, i);
         assert!(
             got < PIPELINED * BODY,
             "stalled connection {i} got every answer ({got} bytes): it was not cut"

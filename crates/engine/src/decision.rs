@@ -479,14 +479,6 @@ impl Verdict {
             Verdict::AuditDeny { .. } => Labels::AUDIT_DENY,
         }
     }
-
-    /// The denial, enforced or not.
-    pub fn denial(&self) -> Option<&Denial> {
-        match self {
-            Verdict::Allow { .. } => None,
-            Verdict::Deny(d) | Verdict::AuditDeny { denial: d, .. } => Some(d),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -85,62 +85,45 @@ pub fn normalize_segment(raw: &[u8], policy: &SegmentPolicy) -> Result<String, D
 /// A normalized path segment (or `{*rest}` value) as the backend's router
 /// decodes it: every `%XX` to its byte, `+` left alone (it is literal in a
 /// path). `None` when the bytes are not UTF-8: such a value cannot equal a claim.
-pub fn decode_path_value(s: &str) -> Option<String> {
+pub fn decode_path_value(s: &str) -> Option<std::borrow::Cow<'_, str>> {
     if !s.contains('%') {
-        return Some(s.to_string());
+        return Some(std::borrow::Cow::Borrowed(s));
     }
+    String::from_utf8(percent_decode(s, false))
+        .ok()
+        .map(std::borrow::Cow::Owned)
+}
+
+/// A query or form name as `application/x-www-form-urlencoded` parsers read it
+/// (`+` is a space); bytes that are not UTF-8 become U+FFFD.
+pub(crate) fn decode_component(s: &str) -> String {
+    String::from_utf8_lossy(&percent_decode(s, true)).into_owned()
+}
+
+/// Every valid `%XX` to its byte (an invalid escape stays as written), and `+`
+/// to a space when `plus_is_space`.
+fn percent_decode(s: &str, plus_is_space: bool) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        match (
-            b[i],
-            b.get(i + 1).copied().and_then(hex),
-            b.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
+        let escape = (b[i] == b'%')
+            .then(|| Some((hex(*b.get(i + 1)?)?, hex(*b.get(i + 2)?)?)))
+            .flatten();
+        match (b[i], escape) {
+            (_, Some((h, l))) => {
                 out.push(h << 4 | l);
                 i += 3;
             }
-            (c, _, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-pub(crate) fn decode_component(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                match (
-                    b.get(i + 1).copied().and_then(hex),
-                    b.get(i + 2).copied().and_then(hex),
-                ) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 3;
-                    }
-                    _ => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
+            (b'+', None) if plus_is_space => {
                 out.push(b' ');
                 i += 1;
             }
-            c => {
+            (c, None) => {
                 out.push(c);
                 i += 1;
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
