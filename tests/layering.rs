@@ -23,7 +23,7 @@ const FORBIDDEN_IN_ENGINE: [&str; 7] = [
 const ENGINE_RANKS: &[&[&str]] = &[
     &["vocab"],
     &["decision", "keys", "claims", "clock", "request"],
-    &["escape"],
+    &["escape", "record"],
     &["policy"],
     &["normalize"],
     &["classify"],
@@ -31,7 +31,7 @@ const ENGINE_RANKS: &[&[&str]] = &[
     &["authorize"],
     &["decide"],
     &["config"],
-    &["cases"],
+    &["cases", "replay"],
 ];
 
 /// The `writ` package's modules, lowest first.

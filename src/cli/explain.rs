@@ -1,7 +1,7 @@
 //! `writ explain`: the engine's reasoning for one request. Exit 0 allow, 1 deny,
 //! 2 usage or config error.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::json;
@@ -10,18 +10,23 @@ use writ_engine::authenticate::Credentials;
 use writ_engine::clock::Clock;
 use writ_engine::decision::Verdict;
 use writ_engine::policy::Policy;
+use writ_engine::record::LoggedDecision;
+use writ_engine::replay::{NotReplayable, parse_line, replay};
 use writ_engine::{Context, Decision, Request, decide};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[arg(long, env = "WRIT_CONFIG")]
     config: PathBuf,
-    #[arg(long)]
-    method: String,
-    #[arg(long)]
-    path: String,
+    #[arg(long, required_unless_present = "log_line")]
+    method: Option<String>,
+    #[arg(long, required_unless_present = "log_line")]
+    path: Option<String>,
     #[arg(long)]
     host: Option<String>,
+    /// A decision-log line (JSON): decide it again, at its own time, and show each check.
+    #[arg(long, conflicts_with_all = ["method", "path", "host", "headers", "token", "claims", "now"])]
+    log_line: Option<String>,
     /// Extra request header, `K: V` (repeatable).
     #[arg(long = "header")]
     headers: Vec<String>,
@@ -98,27 +103,64 @@ pub fn load_claims(path: &PathBuf) -> Result<serde_json::Map<String, serde_json:
     }
 }
 
+/// The request as the user gave it (or as the log line recorded it).
+struct Shown {
+    method: String,
+    path: String,
+    host: Option<String>,
+    /// `--log-line`: the logged outcome and when it was decided.
+    logged: Option<LoggedDecision>,
+}
+
 pub fn run(args: Args) -> u8 {
     let policy = match writ_engine::config::load(&args.config) {
         Ok(c) => c.policy,
         Err(e) => return usage(format!("invalid config:\n{e}")),
     };
-    let mut headers = match parse_headers(&args.headers) {
-        Ok(h) => h,
-        Err(e) => return usage(e),
-    };
-    let clock = match &args.now {
-        Some(s) => match Clock::parse_rfc3339(s) {
-            Ok(c) => c,
+    let (shown, d) = match &args.log_line {
+        Some(text) => match decide_log_line(&policy, text) {
+            Ok(x) => x,
             Err(e) => return usage(e),
         },
+        None => match decide_args(&policy, &args) {
+            Ok(x) => x,
+            Err(code) => return code,
+        },
+    };
+    let allowed = !matches!(d.verdict, Verdict::Deny(_));
+    if args.json {
+        out!(
+            "{}",
+            serde_json::to_string_pretty(&to_json(&policy, &args.config, &shown, &d))
+                .unwrap_or_default()
+        );
+    } else {
+        print_text(&policy, &args.config, &shown, &d);
+    }
+    if allowed { 0 } else { 1 }
+}
+
+/// `--log-line`: the line's request and credential, decided at its own `ts`.
+fn decide_log_line(policy: &Policy, text: &str) -> Result<(Shown, Decision), NotReplayable> {
+    let line = parse_line(text)?;
+    let d = replay(policy, &line, true)?;
+    let shown = Shown {
+        method: line.method.clone(),
+        path: line.path.clone().unwrap_or_default(),
+        host: line.host.clone(),
+        logged: Some(line),
+    };
+    Ok((shown, d))
+}
+
+fn decide_args(policy: &Policy, args: &Args) -> Result<(Shown, Decision), u8> {
+    let mut headers = parse_headers(&args.headers).map_err(usage)?;
+    let clock = match &args.now {
+        Some(s) => Clock::parse_rfc3339(s).map_err(usage)?,
         None => Clock::System,
     };
     let creds = match &args.claims {
-        Some(p) => match load_claims(p) {
-            Ok(c) => Credentials::Claims(c),
-            Err(e) => return usage(e),
-        },
+        Some(p) => Credentials::Claims(load_claims(p).map_err(usage)?),
         None => Credentials::Header,
     };
     if let Some(t) = &args.token {
@@ -126,14 +168,19 @@ pub fn run(args: Args) -> u8 {
             Ok(v) => {
                 headers.insert(http::header::AUTHORIZATION, v);
             }
-            Err(_) => return usage("token has characters a header cannot carry"),
+            Err(_) => return Err(usage("token has characters a header cannot carry")),
         }
     }
-    let method = args.method.clone();
+    let shown = Shown {
+        method: args.method.clone().unwrap_or_default(),
+        path: args.path.clone().unwrap_or_default(),
+        host: args.host.clone(),
+        logged: None,
+    };
     let req = Request {
-        method: &method,
-        target: &args.path,
-        host: args.host.as_deref(),
+        method: &shown.method,
+        target: &shown.path,
+        host: shown.host.as_deref(),
         headers: &headers,
         form_body: None,
     };
@@ -143,17 +190,8 @@ pub fn run(args: Args) -> u8 {
         cache: None,
         trace: true,
     };
-    let d = decide(&policy, &req, &cx);
-    let allowed = !matches!(d.verdict, Verdict::Deny(_));
-    if args.json {
-        out!(
-            "{}",
-            serde_json::to_string_pretty(&to_json(&policy, &args, &d)).unwrap_or_default()
-        );
-    } else {
-        print_text(&policy, &args, &d);
-    }
-    if allowed { 0 } else { 1 }
+    let d = decide(policy, &req, &cx);
+    Ok((shown, d))
 }
 
 fn action_json(policy: &Policy, file: &str, d: &Decision) -> serde_json::Value {
@@ -184,12 +222,16 @@ fn outcome(d: &Decision) -> (&'static str, u16, &'static str, String, bool) {
     }
 }
 
-fn to_json(policy: &Policy, args: &Args, d: &Decision) -> serde_json::Value {
-    let file = args.config.display().to_string();
+fn to_json(policy: &Policy, config: &Path, shown: &Shown, d: &Decision) -> serde_json::Value {
+    let file = config.display().to_string();
     let (decision, status, reason, detail, enforced) = outcome(d);
+    let logged = shown.logged.as_ref().map(|l| {
+        json!({"ts": l.ts, "request_id": l.request_id, "decision": l.outcome(), "reason": l.reason, "action": l.action})
+    });
     json!({
-        "method": args.method,
-        "path": args.path,
+        "method": shown.method,
+        "path": shown.path,
+        "logged": logged,
         "normalized_path": d.target.as_ref().map(|t| t.path.clone()),
         "host": d.host,
         "action": action_json(policy, &file, d),
@@ -202,13 +244,24 @@ fn to_json(policy: &Policy, args: &Args, d: &Decision) -> serde_json::Value {
     })
 }
 
-fn print_text(policy: &Policy, args: &Args, d: &Decision) {
-    let file = args.config.display().to_string();
+fn print_text(policy: &Policy, config: &Path, shown: &Shown, d: &Decision) {
+    let file = config.display().to_string();
+    if let Some(l) = &shown.logged {
+        out!(
+            "logged      {} ({}) on {}  at {}  request {}",
+            l.outcome(),
+            l.reason,
+            l.action.as_deref().unwrap_or("(no action)"),
+            l.ts,
+            l.request_id
+        );
+    }
     out!(
         "request     {} {}{}",
-        args.method,
-        args.path,
-        args.host
+        shown.method,
+        shown.path,
+        shown
+            .host
             .as_ref()
             .map(|h| format!("  (host {h})"))
             .unwrap_or_default()

@@ -4,6 +4,7 @@
 mod check;
 mod explain;
 mod policy_test;
+mod replay;
 mod schema;
 pub mod token;
 
@@ -54,6 +55,8 @@ pub enum Command {
     Token(token::Args),
     /// Print the JSON Schema of the config file.
     Schema,
+    /// Decide recorded decision-log lines again under a new config; report what changes.
+    Replay(replay::Args),
 }
 
 pub fn run(cli: Cli) -> u8 {
@@ -65,5 +68,6 @@ pub fn run(cli: Cli) -> u8 {
         Command::Demo { once } => crate::demo::run(once),
         Command::Token(args) => token::run(args),
         Command::Schema => schema::run(),
+        Command::Replay(args) => replay::run(args),
     }
 }

@@ -22,7 +22,7 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 
-use crate::telemetry::decision_log::{DecisionLog, DecisionRecord, now_rfc3339};
+use crate::telemetry::decision_log::{DecisionLog, DecisionRecord, now_rfc3339, rfc3339};
 use crate::telemetry::metrics::{Metrics, UNMATCHED};
 use upstream::{Upstream, UpstreamError};
 use writ_engine::authenticate::Credentials;
@@ -30,6 +30,7 @@ use writ_engine::authenticate::cache::TokenCache;
 use writ_engine::clock::Clock;
 use writ_engine::config::Config;
 use writ_engine::decision::{Denial, Labels, Reason, Verdict};
+use writ_engine::record::Basis;
 use writ_engine::request::{MAX_FORM_BODY, is_form_body};
 use writ_engine::{Context, Decision, Request as EngineRequest, decide};
 
@@ -390,8 +391,9 @@ impl Ctx {
         let execution = d
             .and_then(|d| d.action)
             .is_some_and(|i| self.config.policy.action(i).execution);
+        let policy = &self.config.policy;
         self.shared.log.record(DecisionRecord {
-            ts: now_rfc3339(),
+            ts: d.map_or_else(now_rfc3339, |d| rfc3339(d.now)),
             request_id: self.rid.clone(),
             method: self.method.clone(),
             path: d.and_then(|d| d.target.as_ref()).map(|t| t.path.clone()),
@@ -410,6 +412,10 @@ impl Ctx {
             client_id: claims.and_then(|c| c.client_id.clone()),
             issuer: claims.and_then(|c| c.iss.clone()),
             duration_us: elapsed.as_micros() as u64,
+            credential: d.map(|d| d.credential),
+            basis: claims
+                .map(|c| Basis::of(c, &policy.bound_claims))
+                .unwrap_or_default(),
         });
     }
 }

@@ -10,9 +10,11 @@ use prometheus::IntCounter;
 use serde::Serialize;
 
 use writ_engine::config::LogTarget;
+use writ_engine::record::{Basis, Credential};
 
 /// SPEC fields, and nothing a client could smuggle a secret through: no token,
-/// no signature, no header value, no query.
+/// no signature, no header value, no query. `credential` and the basis fields
+/// are what `writ replay` reads back (`writ_engine::record::LoggedDecision`).
 #[derive(Debug, Serialize)]
 pub struct DecisionRecord {
     pub ts: String,
@@ -31,6 +33,11 @@ pub struct DecisionRecord {
     pub client_id: Option<String>,
     pub issuer: Option<String>,
     pub duration_us: u64,
+    /// Absent when the request was refused before it could be decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<Credential>,
+    #[serde(flatten)]
+    pub basis: Basis,
 }
 
 const BUFFER_LINES: usize = 16 * 1024;
@@ -137,6 +144,12 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
 }
 
+/// `t` (seconds since the Unix epoch) as an RFC 3339 UTC timestamp with microseconds.
+pub fn rfc3339(t: f64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(t.max(0.0));
+    humantime::format_rfc3339_micros(at).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::mpsc;
@@ -175,6 +188,8 @@ mod tests {
             client_id: None,
             issuer: None,
             duration_us: 1,
+            credential: Some(Credential::None),
+            basis: Basis::default(),
         }
     }
 

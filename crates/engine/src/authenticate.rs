@@ -22,6 +22,9 @@ pub enum Credentials {
     Header,
     /// Claims taken as verified (`explain --claims`, `writ test`).
     Claims(serde_json::Map<String, serde_json::Value>),
+    /// A token known to fail authentication with this denial: `writ replay` of a
+    /// line whose token was refused (the log never holds the token itself).
+    Refused(Denial),
 }
 
 /// The bearer token of a request; `Ok(None)` when there is none (a non-Bearer
@@ -60,6 +63,10 @@ pub fn authenticate(
 ) -> Staged<Arc<Verified>> {
     Staged::run(|steps| {
         let verified = match credentials {
+            Credentials::Refused(d) => {
+                steps.ran("token", "refused when the line was logged");
+                return Err(d.clone());
+            }
             Credentials::Claims(c) => {
                 steps.ran("claims", "iss / aud");
                 Arc::new(token::from_claims(policy, c.clone())?)

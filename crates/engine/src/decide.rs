@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use crate::authenticate::cache::TokenCache;
 use crate::authenticate::token::Verified;
-use crate::authenticate::{Credentials, authenticate};
+use crate::authenticate::{Credentials, authenticate, bearer};
 use crate::authorize::authorize;
 use crate::classify::classify;
 use crate::decision::{Check, Denial, Permit, Reason, Staged, Verdict};
 use crate::normalize::{NormalizedTarget, normalize};
 use crate::policy::Policy;
+use crate::record::Credential;
 use crate::request::Request;
 use crate::vocab::{Mode, normalize_host};
 
@@ -49,6 +50,10 @@ pub struct Decision {
     /// The form body to forward instead of the client's, when `method_override:
     /// strip` removed `_method` pairs from it.
     pub form_body: Option<Vec<u8>>,
+    /// The time it was decided at ([`Context::now`]); the decision log's `ts`.
+    pub now: f64,
+    /// What became of the request's credential (for the decision log).
+    pub credential: Credential,
 }
 
 /// Decides one request under `policy`.
@@ -62,9 +67,24 @@ pub fn decide(policy: &Policy, req: &Request<'_>, cx: &Context<'_>) -> Decision 
         token: None,
         checks: Vec::new(),
         form_body: None,
+        now: cx.now,
+        credential: Credential::None,
     };
     d.verdict = run(policy, req, cx, &mut d);
+    if d.credential == Credential::None && sent_token(req, cx) {
+        // Decided before authentication looked at the token.
+        d.credential = Credential::Unchecked;
+    }
     d
+}
+
+/// Whether the request carries a token (a `Basic` header is none; a malformed
+/// `Bearer` header is one).
+fn sent_token(req: &Request<'_>, cx: &Context<'_>) -> bool {
+    match cx.credentials {
+        Credentials::Claims(_) | Credentials::Refused(_) => true,
+        Credentials::Header => !matches!(bearer(req.headers), Ok(None)),
+    }
 }
 
 /// Takes a stage's result, adding its checks to the trace when one is kept.
@@ -117,8 +137,14 @@ fn run(policy: &Policy, req: &Request<'_>, cx: &Context<'_>, d: &mut Decision) -
     );
     let token = match take(cx, d, staged) {
         Ok(v) => v,
-        Err(e) => return audit_or_deny(mode, e, false),
+        Err(e) => {
+            if e.reason != Reason::NoToken {
+                d.credential = Credential::Rejected;
+            }
+            return audit_or_deny(mode, e, false);
+        }
     };
+    d.credential = Credential::Verified;
     d.token = Some(token.clone());
 
     match take(cx, d, authorize(policy, action, &d.params, &token, cx.now)) {

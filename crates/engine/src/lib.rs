@@ -13,13 +13,15 @@
 //! - [`vocab`]: shared words (modes, choices, claim scalars, methods, hosts, globs)
 //! - [`decision`], [`keys`], [`claims`], [`clock`], [`request`]: reasons and verdicts,
 //!   key material, claims, time, the request inputs
-//! - [`escape`]: percent-escapes and path segments
+//! - [`escape`], [`record`]: percent-escapes and path segments; what the decision log
+//!   records of a decision's basis
 //! - [`policy`]: the compiled policy (actions, templates, the router)
 //! - the stages in request order: [`normalize`], [`classify`], [`authenticate`],
 //!   [`authorize`]
 //! - [`decide`](mod@decide): runs the stages, returns the [`Decision`] and its trace
 //! - [`config`]: YAML to a [`Policy`] and server [`Settings`](config::Settings)
-//! - [`cases`]: policy test cases (`writ test`), evaluated through [`decide()`]
+//! - [`cases`], [`replay`]: policy test cases (`writ test`) and decision-log replay
+//!   (`writ replay`), both evaluated through [`decide()`]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -32,6 +34,7 @@ pub mod keys;
 pub mod request;
 
 pub mod escape;
+pub mod record;
 
 pub mod policy;
 
@@ -45,6 +48,7 @@ pub mod decide;
 pub mod config;
 
 pub mod cases;
+pub mod replay;
 
 pub use decide::{Context, Decision, decide};
 pub use policy::Policy;

@@ -273,6 +273,12 @@ pub(super) fn compile(
         return Err(ConfigErrors(cx.errors));
     }
     let any_method = actions.iter().any(|a| matches!(a.methods, Methods::Any));
+    let mut bound_claims: Vec<String> = actions
+        .iter()
+        .flat_map(|a| a.require.claims.iter().map(|(name, _)| name.clone()))
+        .collect();
+    bound_claims.sort();
+    bound_claims.dedup();
     Ok(Config {
         policy: Policy {
             any_method,
@@ -286,6 +292,7 @@ pub(super) fn compile(
             actions,
             router,
             named_methods,
+            bound_claims,
         },
         settings: Settings {
             listen,

@@ -47,6 +47,9 @@ pub struct Policy {
     pub named_methods: HashSet<String>,
     /// Whether some action lists `"*"` (then every method is named).
     pub any_method: bool,
+    /// Every claim name some action's `require.claims` names, sorted: the decision
+    /// log records their values so a replay can bind them again.
+    pub bound_claims: Vec<String>,
 }
 
 impl Policy {
