@@ -1,10 +1,15 @@
-//! `writ check`: validate the config; exit 0 valid, 1 invalid.
+//! `writ check`: validate the config; exit 0 valid, 1 invalid. Lint findings
+//! print as warnings on stderr.
 
 use std::path::Path;
 
 pub fn run(config: &Path) -> u8 {
     match writ_engine::config::load(config) {
         Ok(c) => {
+            // Lint findings are warnings here: they never change the exit status.
+            for f in &c.findings {
+                eprintln!("{f}");
+            }
             let p = &c.policy;
             out!(
                 "{}: ok ({} action{}, {} issuer{})",

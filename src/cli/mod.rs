@@ -3,6 +3,7 @@
 
 mod check;
 mod explain;
+mod lint;
 mod policy_test;
 mod replay;
 mod schema;
@@ -35,6 +36,11 @@ pub enum Command {
         #[arg(long, env = "WRIT_CONFIG")]
         config: PathBuf,
     },
+    /// Report likely mistakes in a valid config, as FILE:LINE:COL: warning[CODE]: message.
+    Lint {
+        #[arg(long, env = "WRIT_CONFIG")]
+        config: PathBuf,
+    },
     /// Show how one request would be decided, check by check.
     Explain(explain::Args),
     /// Run policy test cases.
@@ -64,6 +70,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Run { config } => crate::serve::run_command(&config),
         Command::Check { config } => check::run(&config),
         Command::Explain(args) => explain::run(args),
+        Command::Lint { config } => lint::run(&config),
         Command::Test { config, cases } => policy_test::run(&config, &cases),
         Command::Demo { once } => crate::demo::run(once),
         Command::Token(args) => token::run(args),

@@ -4,6 +4,7 @@
 //! Reading the config and the key files it names is the engine's only I/O.
 
 pub mod duration;
+pub mod lint;
 mod raw;
 pub use raw::Sp;
 pub mod settings;
@@ -24,6 +25,8 @@ pub struct Config {
     pub settings: Settings,
     /// Files whose change triggers a reload (the config and the files it names).
     pub watched_files: Vec<PathBuf>,
+    /// `writ lint` findings: valid, but probably not what was meant.
+    pub findings: Vec<lint::Finding>,
 }
 
 /// One problem in a config file.

@@ -64,7 +64,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub identity_headers: RawIdentityHeaders,
     /// Keep `Authorization` when forwarding. Default true.
-    pub forward_token: Option<bool>,
+    pub forward_token: Option<Sp<bool>>,
     /// `stdout`, `stderr`, `off` or a file path. Default `stdout`.
     pub decision_log: Option<Sp<String>>,
     #[serde(default)]
@@ -78,6 +78,16 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub actions: Vec<RawAction>,
+    /// `writ lint` findings silenced everywhere (`allow: [CODE]`).
+    pub lint: Option<RawLint>,
+}
+
+/// Lint findings to silence, by code (`writ lint` lists the codes).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLint {
+    #[serde(default)]
+    pub allow: Vec<Sp<String>>,
 }
 
 /// Resource limits. SPEC fixes the request-head limits (8 KiB target, 64 KiB /
@@ -179,8 +189,8 @@ pub struct RawIdentityHeaders {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawDefaults {
-    pub unmatched: Option<Unmatched>,
-    pub mode: Option<RawMode>,
+    pub unmatched: Option<Sp<Unmatched>>,
+    pub mode: Option<Sp<RawMode>>,
     pub delegation: Option<RawDelegation>,
 }
 
@@ -247,11 +257,13 @@ pub struct RawAction {
     pub host: Option<Sp<String>>,
     #[serde(default)]
     pub execution: bool,
-    pub mode: Option<RawMode>,
+    pub mode: Option<Sp<RawMode>>,
     #[serde(default)]
     pub public: Option<Sp<bool>>,
     pub require: Option<RawRequire>,
     pub delegation: Option<RawDelegation>,
+    /// `writ lint` findings silenced for this action.
+    pub lint: Option<RawLint>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

@@ -200,8 +200,16 @@ pub(super) fn compile(
     };
 
     let defaults = Defaults {
-        unmatched_allow: raw.defaults.unmatched == Some(raw::Unmatched::Allow),
-        mode: raw.defaults.mode.map_or(Mode::Enforce, Mode::from),
+        unmatched_allow: raw
+            .defaults
+            .unmatched
+            .as_ref()
+            .is_some_and(|u| *u.get() == raw::Unmatched::Allow),
+        mode: raw
+            .defaults
+            .mode
+            .as_ref()
+            .map_or(Mode::Enforce, |m| Mode::from(*m.get())),
         delegation: match &raw.defaults.delegation {
             Some(d) => delegation(&mut cx, d),
             None => Delegation::forbid(),
@@ -268,6 +276,9 @@ pub(super) fn compile(
         actions.push(action);
     }
 
+    for (line, col, message) in super::lint::unknown_codes(&raw) {
+        cx.err_at(line, col, message);
+    }
     if !cx.errors.is_empty() {
         cx.errors.sort_by_key(|e| (e.line, e.col));
         return Err(ConfigErrors(cx.errors));
@@ -279,21 +290,24 @@ pub(super) fn compile(
         .collect();
     bound_claims.sort();
     bound_claims.dedup();
+    let policy = Policy {
+        any_method,
+        generation: 0,
+        source,
+        issuers,
+        requests,
+        identity,
+        forward_token: raw.forward_token.as_ref().is_none_or(|f| *f.get()),
+        defaults,
+        actions,
+        router,
+        named_methods,
+        bound_claims,
+    };
+    let findings = super::lint::lint(&raw, &policy, file);
     Ok(Config {
-        policy: Policy {
-            any_method,
-            generation: 0,
-            source,
-            issuers,
-            requests,
-            identity,
-            forward_token: raw.forward_token.unwrap_or(true),
-            defaults,
-            actions,
-            router,
-            named_methods,
-            bound_claims,
-        },
+        policy,
+        findings,
         settings: Settings {
             listen,
             admin,
@@ -756,7 +770,7 @@ fn action(cx: &mut Ctx<'_>, a: &raw::RawAction, requests: &Requests) -> Option<A
         template,
         host,
         execution: a.execution,
-        mode: a.mode.map(Mode::from),
+        mode: a.mode.as_ref().map(|m| Mode::from(*m.get())),
         public,
         require,
         delegation: delegation_rule,
