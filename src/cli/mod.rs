@@ -43,14 +43,8 @@ pub enum Command {
     },
     /// Show how one request would be decided, check by check.
     Explain(explain::Args),
-    /// Run policy test cases.
-    Test {
-        #[arg(long, env = "WRIT_CONFIG")]
-        config: PathBuf,
-        /// Case files (YAML).
-        #[arg(required = true)]
-        cases: Vec<PathBuf>,
-    },
+    /// Run policy test cases (--coverage: what they leave untested).
+    Test(policy_test::Args),
     /// Guided tour on loopback with the bundled example.
     Demo {
         /// Exit after the tour instead of serving.
@@ -71,7 +65,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Check { config } => check::run(&config),
         Command::Explain(args) => explain::run(args),
         Command::Lint { config } => lint::run(&config),
-        Command::Test { config, cases } => policy_test::run(&config, &cases),
+        Command::Test(args) => policy_test::run(&args),
         Command::Demo { once } => crate::demo::run(once),
         Command::Token(args) => token::run(args),
         Command::Schema => schema::run(),

@@ -2,7 +2,7 @@
 //! dates, and evaluation through [`decide`], the same engine `writ run` uses.
 //! `writ test` prints the results; the fuzz crate evaluates the same cases.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
@@ -12,7 +12,7 @@ use crate::authenticate::Credentials;
 use crate::config::Sp;
 use crate::config::duration::{self, DurationError};
 use crate::decide::{Context, Decision, decide};
-use crate::decision::Verdict;
+use crate::decision::{Reason, Verdict};
 use crate::policy::Policy;
 use crate::request::Request;
 
@@ -255,4 +255,82 @@ pub fn parse_cases(text: &str, file: &str) -> Result<CaseFile, CaseFileError> {
             message,
         }
     })
+}
+
+/// Reasons a policy case can never produce: they come from the backend or the
+/// body reader, not from [`decide`].
+const NOT_FROM_CASES: [Reason; 3] = [
+    Reason::UpstreamUnavailable,
+    Reason::UpstreamTimeout,
+    Reason::BodyTooLarge,
+];
+
+/// What a set of cases exercised (`writ test --coverage`).
+#[derive(Debug, Default)]
+pub struct Coverage {
+    exercised: BTreeSet<String>,
+    denied: BTreeSet<String>,
+    reasons: BTreeSet<&'static str>,
+}
+
+/// The coverage of a policy by its cases.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoverageReport {
+    /// Actions some case matched.
+    pub exercised: usize,
+    /// All actions.
+    pub total: usize,
+    /// Actions no case matched, in file order.
+    pub unexercised: Vec<String>,
+    /// Execution actions no case sees denied, in file order.
+    pub execution_never_denied: Vec<String>,
+    /// Reasons `decide` can give that no case produced, in SPEC's order.
+    pub reasons_never_produced: Vec<&'static str>,
+}
+
+impl CoverageReport {
+    /// Share of actions exercised, in percent (100 for a policy without actions).
+    pub fn percent(&self) -> f64 {
+        if self.total == 0 {
+            100.0
+        } else {
+            self.exercised as f64 * 100.0 / self.total as f64
+        }
+    }
+}
+
+impl Coverage {
+    /// Counts one case's outcome.
+    pub fn record(&mut self, got: &Outcome) {
+        self.reasons.insert(got.reason);
+        if let Some(a) = &got.action {
+            self.exercised.insert(a.clone());
+            if got.decision != "allow" {
+                self.denied.insert(a.clone());
+            }
+        }
+    }
+
+    /// What `policy`'s cases left uncovered.
+    pub fn report(&self, policy: &Policy) -> CoverageReport {
+        let names = || policy.actions.iter();
+        CoverageReport {
+            exercised: names().filter(|a| self.exercised.contains(&a.name)).count(),
+            total: policy.actions.len(),
+            unexercised: names()
+                .filter(|a| !self.exercised.contains(&a.name))
+                .map(|a| a.name.clone())
+                .collect(),
+            execution_never_denied: names()
+                .filter(|a| a.execution && !self.denied.contains(&a.name))
+                .map(|a| a.name.clone())
+                .collect(),
+            reasons_never_produced: Reason::ALL
+                .into_iter()
+                .filter(|r| !NOT_FROM_CASES.contains(r))
+                .map(Reason::as_str)
+                .filter(|r| !self.reasons.contains(r))
+                .collect(),
+        }
+    }
 }
