@@ -2,7 +2,7 @@
 //! facts it rested on (SPEC: Rule owner's tools), so that `writ replay` and
 //! `writ explain --log-line` can decide the same request again under another
 //! policy. Values of verified claims only: never a token, a signature or a
-//! header value (docs/decisions/0007-decision-log-basis.md says why each field
+//! header value (docs/decisions/0010-decision-log-basis.md says why each field
 //! is safe to ship to a log store).
 
 use std::collections::BTreeMap;
