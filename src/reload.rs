@@ -143,6 +143,7 @@ fn try_reload(shared: &Shared, path: &Path, trigger: &str) -> Result<(), Vec<Str
     let mut new = writ_engine::config::load(path)
         .map_err(|errs| errs.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     new.policy.generation = old.policy.generation + 1;
+    crate::telemetry::log_findings(&new.findings);
     shared
         .jwks
         .attach(&mut new.policy, &shared.metrics.jwks_refresh);

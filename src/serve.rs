@@ -36,6 +36,7 @@ pub fn run_command(config: &Path) -> u8 {
             return 1;
         }
     };
+    telemetry::log_findings(&loaded.findings);
     let workers = loaded.settings.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())

@@ -164,3 +164,20 @@ fn an_unknown_code_in_allow_is_a_config_error_at_its_position() {
         );
     }
 }
+
+#[test]
+fn writ_run_logs_the_findings_of_the_config_it_serves() {
+    let env = support::Env::start(
+        "  - name: purge\n    methods: [POST]\n    path: /purge\n    execution: true\n",
+    );
+    let found = support::eventually(|| {
+        let err = env.writ.stderr();
+        err.contains("execution-without-scopes").then_some(err)
+    });
+    let err =
+        found.unwrap_or_else(|| panic!("no lint warning in writ's log:\n{}", env.writ.stderr()));
+    assert!(
+        err.contains("Lint: execution action `purge` requires no scope"),
+        "{err}"
+    );
+}

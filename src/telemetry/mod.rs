@@ -26,3 +26,16 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+/// Logs a loaded config's lint findings, one warning each (the same text as
+/// `writ lint`), so the findings of a live reload reach the operator too.
+pub fn log_findings(findings: &[writ_engine::config::lint::Finding]) {
+    for f in findings {
+        tracing::warn!(
+            code = f.code.as_str(),
+            at = %format_args!("{}:{}:{}", f.file, f.line, f.col),
+            "Lint: {}",
+            f.message
+        );
+    }
+}
