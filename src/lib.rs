@@ -31,6 +31,7 @@ pub mod jwks;
 pub mod mint;
 pub mod proxy;
 pub mod reload;
+pub mod revocation_store;
 pub mod serve;
 pub mod telemetry;
 pub mod tls;

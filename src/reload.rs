@@ -144,6 +144,10 @@ fn try_reload(shared: &Shared, path: &Path, trigger: &str) -> Result<(), Vec<Str
         .map_err(|errs| errs.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     new.policy.generation = old.policy.generation + 1;
     crate::telemetry::log_findings(&new.findings);
+    if let Some(f) = &shared.revocation {
+        // The store's set outlives configs (a store change needs a restart).
+        new.policy.revocation.shared = f.set.clone();
+    }
     shared
         .jwks
         .attach(&mut new.policy, &shared.metrics.jwks_refresh);

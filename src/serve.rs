@@ -150,6 +150,17 @@ impl Server {
         let upstream = Upstream::new(&settings.upstream)?;
         let jwks = crate::jwks::JwksRegistry::default();
         jwks.attach(&mut config.policy, &metrics.jwks_refresh);
+        let revocation = match &settings.revocation_redis {
+            Some(url) => {
+                let f = crate::revocation_store::Follower::start(
+                    url.clone(),
+                    metrics.revocation_store()?,
+                );
+                config.policy.revocation.shared = f.set.clone();
+                Some(f)
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared {
             upstream: ArcSwap::from_pointee(upstream),
             config: ArcSwap::from_pointee(config),
@@ -158,6 +169,7 @@ impl Server {
             log,
             shutting_down: Default::default(),
             jwks,
+            revocation,
         });
         tokio::spawn(admin::serve(admin_listener, shared.clone()));
         tracing::info!(listen = %proxy_addr, admin = %admin_addr, "writ listening");

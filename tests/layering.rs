@@ -23,7 +23,7 @@ const FORBIDDEN_IN_ENGINE: [&str; 7] = [
 const ENGINE_RANKS: &[&[&str]] = &[
     &["vocab"],
     &["decision", "keys", "claims", "clock", "request"],
-    &["escape", "record"],
+    &["escape", "record", "revocation"],
     &["policy"],
     &["normalize"],
     &["classify"],
@@ -37,7 +37,7 @@ const ENGINE_RANKS: &[&[&str]] = &[
 /// The `writ` package's modules, lowest first.
 const WRIT_RANKS: &[&[&str]] = &[
     &["tls", "mint", "telemetry"],
-    &["jwks"],
+    &["jwks", "revocation_store"],
     &["proxy"],
     &["admin", "reload"],
     &["serve"],

@@ -232,6 +232,7 @@ fn to_json(policy: &Policy, config: &Path, shown: &Shown, d: &Decision) -> serde
         "method": shown.method,
         "path": shown.path,
         "logged": logged,
+        "revoked_by": d.revoked.as_ref().and_then(|e| serde_json::to_value(e).ok()),
         "normalized_path": d.target.as_ref().map(|t| t.path.clone()),
         "host": d.host,
         "action": action_json(policy, &file, d),
@@ -301,6 +302,9 @@ fn print_text(policy: &Policy, config: &Path, shown: &Shown, d: &Decision) {
             c.name,
             c.detail
         );
+    }
+    if let Some(e) = &d.revoked {
+        out!("revoked by  {e}");
     }
     let (decision, status, reason, detail, enforced) = outcome(d);
     let audit = if enforced {

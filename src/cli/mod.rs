@@ -6,6 +6,7 @@ mod explain;
 mod lint;
 mod policy_test;
 mod replay;
+mod revoke;
 mod schema;
 pub mod token;
 
@@ -57,6 +58,8 @@ pub enum Command {
     Schema,
     /// Decide recorded decision-log lines again under a new config; report what changes.
     Replay(replay::Args),
+    /// Add (or --list, --remove) revocation entries in the configured store.
+    Revoke(revoke::Args),
 }
 
 pub fn run(cli: Cli) -> u8 {
@@ -70,5 +73,6 @@ pub fn run(cli: Cli) -> u8 {
         Command::Token(args) => token::run(args),
         Command::Schema => schema::run(),
         Command::Replay(args) => replay::run(args),
+        Command::Revoke(args) => revoke::run(args),
     }
 }

@@ -47,6 +47,8 @@ pub struct Shared {
     pub upstream: ArcSwap<Upstream>,
     pub shutting_down: AtomicBool,
     pub jwks: crate::jwks::JwksRegistry,
+    /// The shared revocation store's follower, when `revocation.redis` is set.
+    pub revocation: Option<Arc<crate::revocation_store::Follower>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -57,7 +59,9 @@ impl std::fmt::Debug for Shared {
 
 impl Shared {
     pub fn ready(&self) -> bool {
-        !self.shutting_down.load(Ordering::Relaxed) && self.config.load().policy.keys_ready()
+        !self.shutting_down.load(Ordering::Relaxed)
+            && self.config.load().policy.keys_ready()
+            && self.revocation.as_ref().is_none_or(|r| r.loaded())
     }
 }
 
@@ -413,6 +417,7 @@ impl Ctx {
             issuer: claims.and_then(|c| c.iss.clone()),
             duration_us: elapsed.as_micros() as u64,
             credential: d.map(|d| d.credential),
+            revocation: d.and_then(|d| d.revoked.as_ref()).map(|e| e.kind()),
             basis: claims
                 .map(|c| Basis::of(c, &policy.bound_claims))
                 .unwrap_or_default(),

@@ -36,6 +36,10 @@ pub struct DecisionRecord {
     /// Absent when the request was refused before it could be decided.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<Credential>,
+    /// The kind of revocation entry that refused the token (`sub+issued_before`),
+    /// never its values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<String>,
     #[serde(flatten)]
     pub basis: Basis,
 }
@@ -189,6 +193,7 @@ mod tests {
             issuer: None,
             duration_us: 1,
             credential: Some(Credential::None),
+            revocation: None,
             basis: Basis::default(),
         }
     }

@@ -25,10 +25,35 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// The gauges of the shared revocation store's follower.
+#[derive(Clone)]
+pub struct StoreMetrics {
+    /// `writ_revocation_store_up`.
+    pub up: IntGauge,
+    /// `writ_revocation_entries`.
+    pub entries: IntGauge,
+}
+
 /// The label for requests that matched no action.
 pub const UNMATCHED: &str = "_unmatched";
 
 impl Metrics {
+    /// The revocation store's gauges, registered only when a store is configured
+    /// (a fleet without one must not look like one whose store is down).
+    pub fn revocation_store(&self) -> Result<StoreMetrics, prometheus::Error> {
+        let up = IntGauge::new(
+            "writ_revocation_store_up",
+            "1 while the revocation store (Redis) is connected and followed, else 0",
+        )?;
+        let entries = IntGauge::new(
+            "writ_revocation_entries",
+            "Live entries in the revocation set loaded from the store",
+        )?;
+        self.registry.register(Box::new(up.clone()))?;
+        self.registry.register(Box::new(entries.clone()))?;
+        Ok(StoreMetrics { up, entries })
+    }
+
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(

@@ -93,6 +93,20 @@ pub fn authenticate(
     })
 }
 
+/// The revocation step: after authentication (cached tokens included), before
+/// authorization. The detail is SPEC's `error_description`; the matching entry
+/// is for `explain` and the log ([`Decision::revoked`](crate::Decision)), never
+/// for the client.
+pub fn check_revocation(policy: &Policy, v: &Verified, now: f64) -> Staged<()> {
+    Staged::run(|steps| {
+        steps.ran("token", "revocation");
+        match policy.revocation.find(&v.claims, now) {
+            Some(_) => Err(Denial::new(Reason::TokenRevoked, "token revoked")),
+            None => Ok(()),
+        }
+    })
+}
+
 fn verify_cached(
     policy: &Policy,
     cache: Option<&TokenCache>,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::authenticate::cache::TokenCache;
 use crate::authenticate::token::Verified;
-use crate::authenticate::{Credentials, authenticate, bearer};
+use crate::authenticate::{Credentials, authenticate, bearer, check_revocation};
 use crate::authorize::authorize;
 use crate::classify::classify;
 use crate::decision::{Check, Denial, Permit, Reason, Staged, Verdict};
@@ -15,6 +15,7 @@ use crate::normalize::{NormalizedTarget, normalize};
 use crate::policy::Policy;
 use crate::record::Credential;
 use crate::request::Request;
+use crate::revocation::Entry;
 use crate::vocab::{Mode, normalize_host};
 
 /// What a decision depends on besides the policy and the request.
@@ -54,6 +55,8 @@ pub struct Decision {
     pub now: f64,
     /// What became of the request's credential (for the decision log).
     pub credential: Credential,
+    /// The revocation entry that refused the token (`explain`; the log records its kind).
+    pub revoked: Option<Entry>,
 }
 
 /// Decides one request under `policy`.
@@ -69,6 +72,7 @@ pub fn decide(policy: &Policy, req: &Request<'_>, cx: &Context<'_>) -> Decision 
         form_body: None,
         now: cx.now,
         credential: Credential::None,
+        revoked: None,
     };
     d.verdict = run(policy, req, cx, &mut d);
     if d.credential == Credential::None && sent_token(req, cx) {
@@ -144,8 +148,14 @@ fn run(policy: &Policy, req: &Request<'_>, cx: &Context<'_>, d: &mut Decision) -
             return audit_or_deny(mode, e, false);
         }
     };
-    d.credential = Credential::Verified;
+    // Kept for the log (who tried) even when revoked below.
     d.token = Some(token.clone());
+    if let Err(e) = take(cx, d, check_revocation(policy, &token, cx.now)) {
+        d.credential = Credential::Rejected;
+        d.revoked = policy.revocation.find(&token.claims, cx.now);
+        return audit_or_deny(mode, e, false);
+    }
+    d.credential = Credential::Verified;
 
     match take(cx, d, authorize(policy, action, &d.params, &token, cx.now)) {
         Ok(permit) => Verdict::Allow {

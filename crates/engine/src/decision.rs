@@ -66,11 +66,13 @@ pub enum Reason {
     UpstreamTimeout,
     /// 413: a body writ must read is larger than allowed.
     BodyTooLarge,
+    /// 401: the token matches an entry of the revocation set.
+    TokenRevoked,
 }
 
 impl Reason {
     /// Every reason, in SPEC's table order.
-    pub const ALL: [Reason; 29] = [
+    pub const ALL: [Reason; 30] = [
         Reason::Allowed,
         Reason::Public,
         Reason::BadRequest,
@@ -100,6 +102,7 @@ impl Reason {
         Reason::UpstreamUnavailable,
         Reason::UpstreamTimeout,
         Reason::BodyTooLarge,
+        Reason::TokenRevoked,
     ];
 
     /// The reason as it appears in responses, logs and metric labels.
@@ -134,6 +137,7 @@ impl Reason {
             Reason::UpstreamUnavailable => "upstream_unavailable",
             Reason::UpstreamTimeout => "upstream_timeout",
             Reason::BodyTooLarge => "body_too_large",
+            Reason::TokenRevoked => "token_revoked",
         }
     }
 
@@ -160,7 +164,8 @@ impl Reason {
             | Reason::WrongAudience
             | Reason::WrongTokenType
             | Reason::TokenTooLarge
-            | Reason::DelegationExpired => Class::InvalidToken,
+            | Reason::DelegationExpired
+            | Reason::TokenRevoked => Class::InvalidToken,
             Reason::InsufficientScope => Class::InsufficientScope,
             Reason::ClaimMismatch
             | Reason::DelegationForbidden

@@ -13,8 +13,8 @@
 //! - [`vocab`]: shared words (modes, choices, claim scalars, methods, hosts, globs)
 //! - [`decision`], [`keys`], [`claims`], [`clock`], [`request`]: reasons and verdicts,
 //!   key material, claims, time, the request inputs
-//! - [`escape`], [`record`]: percent-escapes and path segments; what the decision log
-//!   records of a decision's basis
+//! - [`escape`], [`record`], [`revocation`]: percent-escapes and path segments; what the
+//!   decision log records of a decision's basis; the revocation set
 //! - [`policy`]: the compiled policy (actions, templates, the router)
 //! - the stages in request order: [`normalize`], [`classify`], [`authenticate`],
 //!   [`authorize`]
@@ -35,6 +35,7 @@ pub mod request;
 
 pub mod escape;
 pub mod record;
+pub mod revocation;
 
 pub mod policy;
 

@@ -7,6 +7,7 @@ pub mod duration;
 pub mod lint;
 mod raw;
 pub use raw::Sp;
+pub mod revoked;
 pub mod settings;
 mod validate;
 

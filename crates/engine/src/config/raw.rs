@@ -80,6 +80,17 @@ pub struct RawConfig {
     pub actions: Vec<RawAction>,
     /// `writ lint` findings silenced everywhere (`allow: [CODE]`).
     pub lint: Option<RawLint>,
+    /// Revoked tokens: a file, and/or a Redis (or Valkey) store shared by a fleet.
+    pub revocation: Option<RawRevocation>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRevocation {
+    /// `revoked: [ {jti|sub|actor|issuer|issued_before|until} ]`, hot-reloaded.
+    pub file: Option<Sp<String>>,
+    /// `redis://host:6379/0`: the set every replica follows.
+    pub redis: Option<Sp<String>>,
 }
 
 /// Lint findings to silence, by code (`writ lint` lists the codes).

@@ -25,6 +25,10 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Connection and resource limits.
     pub limits: Limits,
+    /// `revocation.redis`: the store a fleet shares (followed by `writ run`).
+    pub revocation_redis: Option<String>,
+    /// `revocation.file`, resolved (read at every load; `writ revoke` writes it).
+    pub revocation_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -49,6 +53,9 @@ impl Settings {
         }
         if self.decision_log != new.decision_log {
             out.push("decision_log");
+        }
+        if self.revocation_redis != new.revocation_redis {
+            out.push("revocation.redis");
         }
         out
     }

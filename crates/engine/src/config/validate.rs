@@ -15,6 +15,7 @@ use super::raw::{self, RawConfig, RejectKeep, RejectStrip, Sp, TrailingSlash};
 use super::settings::{Limits, LogTarget, Settings, TlsFiles, Upstream};
 use super::{Config, ConfigError, ConfigErrors, duration};
 use crate::authenticate::token::parse_alg;
+use crate::clock::Clock;
 use crate::keys::{KeyFamily, KeySet};
 use crate::policy::router::{Methods, Router};
 use crate::policy::template::{Segment, Template};
@@ -22,6 +23,7 @@ use crate::policy::{
     Action, ClaimRule, Defaults, Delegation, IdentityHeaders, Issuer, KeySource, Policy, Requests,
     Require,
 };
+use crate::revocation::Revocations;
 use crate::vocab::{
     Choice, ClaimScalar, DelegationMode, Mode, PathPolicy, STANDARD_METHODS, SegmentPolicy,
     normalize_host,
@@ -31,6 +33,8 @@ struct Ctx<'a> {
     file: &'a str,
     base: &'a Path,
     errors: Vec<ConfigError>,
+    /// Errors located in another file (the revocation file), reported after ours.
+    foreign: Vec<ConfigError>,
     watched: Vec<PathBuf>,
 }
 
@@ -114,6 +118,7 @@ pub(super) fn compile(
         file,
         base,
         errors: Vec::new(),
+        foreign: Vec::new(),
         watched: vec![source.clone()],
     };
     let listen = match &raw.listen {
@@ -276,11 +281,14 @@ pub(super) fn compile(
         actions.push(action);
     }
 
+    let (revocation, revocation_redis, revocation_file) =
+        revocation(&mut cx, raw.revocation.as_ref());
     for (line, col, message) in super::lint::unknown_codes(&raw) {
         cx.err_at(line, col, message);
     }
     if !cx.errors.is_empty() {
         cx.errors.sort_by_key(|e| (e.line, e.col));
+        cx.errors.append(&mut cx.foreign);
         return Err(ConfigErrors(cx.errors));
     }
     let any_method = actions.iter().any(|a| matches!(a.methods, Methods::Any));
@@ -303,6 +311,7 @@ pub(super) fn compile(
         router,
         named_methods,
         bound_claims,
+        revocation,
     };
     let findings = super::lint::lint(&raw, &policy, file);
     Ok(Config {
@@ -317,9 +326,66 @@ pub(super) fn compile(
             workers,
             shutdown_grace,
             limits,
+            revocation_redis,
+            revocation_file,
         },
         watched_files: cx.watched,
     })
+}
+
+/// The revocation file, read now (its errors become this load's errors, in that
+/// file), and the Redis URL, checked for shape; `writ run` connects to it.
+fn revocation(
+    cx: &mut Ctx<'_>,
+    r: Option<&raw::RawRevocation>,
+) -> (Revocations, Option<String>, Option<PathBuf>) {
+    let mut out = Revocations::default();
+    let Some(r) = r else {
+        return (out, None, None);
+    };
+    let mut file = None;
+    if let Some(f) = &r.file {
+        let path = cx.path(f.get());
+        match super::revoked::load(&path, Clock::System.now()) {
+            Ok(set) => out.file = Arc::new(set),
+            Err(errs) if errs.0.iter().all(|e| e.line == 0) => {
+                let why = errs
+                    .0
+                    .first()
+                    .map(|e| e.message.clone())
+                    .unwrap_or_default();
+                cx.err(
+                    f,
+                    format!(
+                        "{why} (`{}`; an empty set is the line `revoked: []`)",
+                        path.display()
+                    ),
+                );
+            }
+            Err(errs) => {
+                // Reported in the revocation file itself, with its positions.
+                cx.foreign.extend(errs.0);
+                cx.err(f, format!("`{}` has invalid entries", path.display()));
+            }
+        }
+        cx.watched.push(path.clone());
+        file = Some(path);
+    }
+    let redis = r.redis.as_ref().map(|u| {
+        let url = u.get();
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("redis+unix://")
+            || url.starts_with("unix://"))
+        {
+            cx.err(
+                u,
+                "revocation.redis must be a redis://, rediss:// or unix:// URL",
+            );
+        }
+        url.clone()
+    });
+    (out, redis, file)
 }
 
 fn limits(cx: &mut Ctx<'_>, l: &raw::RawLimits) -> Limits {

@@ -15,6 +15,7 @@ use http::HeaderName;
 use jsonwebtoken::Algorithm;
 
 use crate::keys::{KeyRefresh, KeySet};
+use crate::revocation::Revocations;
 use crate::vocab::{Choice, PathPolicy};
 use crate::vocab::{ClaimScalar, DelegationMode, Mode};
 use router::{Methods, Router};
@@ -50,6 +51,8 @@ pub struct Policy {
     /// Every claim name some action's `require.claims` names, sorted: the decision
     /// log records their values so a replay can bind them again.
     pub bound_claims: Vec<String>,
+    /// Tokens whose authority ended before their `exp`.
+    pub revocation: Revocations,
 }
 
 impl Policy {
