@@ -3,9 +3,11 @@
 
 mod check;
 mod explain;
+mod inject;
 mod policy_test;
 mod schema;
 pub mod token;
+pub mod webhook;
 
 use std::path::PathBuf;
 
@@ -54,6 +56,10 @@ pub enum Command {
     Token(token::Args),
     /// Print the JSON Schema of the config file.
     Schema,
+    /// Print Kubernetes manifests with the writ sidecar injected.
+    Inject(inject::Args),
+    /// Serve the mutating admission webhook that injects writ into pods.
+    Webhook(webhook::Args),
 }
 
 pub fn run(cli: Cli) -> u8 {
@@ -65,5 +71,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Demo { once } => crate::demo::run(once),
         Command::Token(args) => token::run(args),
         Command::Schema => schema::run(),
+        Command::Inject(args) => inject::run(args),
+        Command::Webhook(args) => webhook::run(args),
     }
 }
