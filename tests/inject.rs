@@ -103,7 +103,7 @@ pub fn validate(label: &str, yaml: &str) {
     );
 }
 
-fn sidecar<'a>(pod_spec: &'a Value) -> &'a Value {
+fn sidecar(pod_spec: &Value) -> &Value {
     pod_spec["initContainers"]
         .as_array()
         .and_then(|a| a.iter().find(|c| c["name"] == "writ"))
