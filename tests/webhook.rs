@@ -22,6 +22,7 @@ struct Webhook {
     child: Child,
     addr: SocketAddr,
     cert: Cert,
+    log: tempfile::NamedTempFile,
 }
 
 impl Drop for Webhook {
@@ -35,6 +36,7 @@ impl Webhook {
     fn start() -> Webhook {
         let cert = Cert::new(&["localhost"]);
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let log = tempfile::NamedTempFile::new().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_writ"))
             .arg("webhook")
             .arg("--listen")
@@ -44,10 +46,15 @@ impl Webhook {
             .arg("--tls-key")
             .arg(&cert.key_path)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap();
-        let w = Webhook { child, addr, cert };
+        let w = Webhook {
+            child,
+            addr,
+            cert,
+            log,
+        };
         let up = eventually(|| {
             std::net::TcpStream::connect(addr).ok()?;
             Some(())
@@ -55,6 +62,10 @@ impl Webhook {
         assert!(up.is_some(), "webhook never listened");
         assert_eq!(w.send("GET", "/healthz", b"").status, 200);
         w
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.log.path()).unwrap()
     }
 
     fn send(&self, method: &str, path: &str, body: &[u8]) -> Answer {
@@ -218,6 +229,11 @@ fn invalid_input_is_400_oversized_is_413_and_the_server_keeps_serving() {
         let a = hook.send("POST", "/inject", body);
         assert_eq!(a.status, 400, "{}", String::from_utf8_lossy(body));
     }
+    let logged = eventually(|| {
+        let log = hook.log();
+        (log.matches("bad AdmissionReview").count() == bodies.len()).then_some(())
+    });
+    assert!(logged.is_some(), "one log line per 400:\n{}", hook.log());
     let huge = vec![b' '; 3 * 1024 * 1024 + 1];
     assert_eq!(hook.send("POST", "/inject", &huge).status, 413);
     assert_eq!(hook.send("GET", "/inject", b"").status, 405);
@@ -264,4 +280,24 @@ fn the_webhook_output_is_valid_kubernetes() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A client that stalls mid-request holds its own connection only: other reviews are
+/// answered meanwhile.
+#[test]
+fn a_stalled_client_does_not_hold_up_others() {
+    let hook = Webhook::start();
+    let review = fixture_review();
+    let stalled = block_on(async {
+        use tokio::io::AsyncWriteExt as _;
+        let mut tls = tls_connect(hook.addr, &hook.cert, &[b"http/1.1"]).await;
+        tls.write_all(b"POST /inject HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{")
+            .await
+            .unwrap();
+        tls.flush().await.unwrap();
+        tls
+    });
+    let r = hook.review(&review);
+    assert!(r.get("patch").is_some());
+    drop(stalled);
 }
