@@ -296,6 +296,13 @@ fn a_workload_that_cannot_be_injected_fails_and_prints_nothing() {
     assert!(out.stderr.contains("Pod/two"), "{}", out.stderr);
     assert!(out.stderr.contains("writ.dev/port"), "{}", out.stderr);
 
+    // Swept in by --all rather than asked for: left as it is, with a warning.
+    let swept = ambiguous.replace("  annotations: {writ.dev/inject: enabled}\n", "");
+    let out = inject(&["--all"], swept.as_bytes());
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(out.stdout, swept);
+    assert!(out.stderr.contains("warning: not injected: Pod/two"), "{}", out.stderr);
+
     let bad_yaml = "apiVersion: v1\nkind: Pod\nmetadata: [unclosed\n";
     let out = inject(&[], bad_yaml.as_bytes());
     assert_eq!(out.code, Some(1), "{}", out.dump());

@@ -85,14 +85,14 @@ pub fn inject(input: &str, opts: &Options) -> Result<Injected, ManifestError> {
     }
     let graces = shutdown_graces(&docs);
     let mut targets = Vec::new();
+    let mut warnings = Vec::new();
     for doc in docs.iter_mut() {
         if let Some(v) = doc.value.as_mut() {
             doc.changed |= for_each_item(v, &mut |item| {
-                inject_item(item, opts, &graces, &mut targets)
+                inject_item(item, opts, &graces, &mut targets, &mut warnings)
             })?;
         }
     }
-    let mut warnings = Vec::new();
     for doc in docs.iter_mut() {
         if let Some(v) = doc.value.as_mut() {
             doc.changed |=
@@ -275,11 +275,13 @@ fn inject_item(
     opts: &Options,
     graces: &BTreeMap<String, Duration>,
     targets: &mut Vec<Target>,
+    warnings: &mut Vec<String>,
 ) -> Result<bool, ManifestError> {
     let cx = Cx {
         opts,
         graces,
         targets,
+        warnings,
     };
     match kind_of(item) {
         ("apps/v1", "Deployment") => {
@@ -308,6 +310,7 @@ struct Cx<'a> {
     opts: &'a Options,
     graces: &'a BTreeMap<String, Duration>,
     targets: &'a mut Vec<Target>,
+    warnings: &'a mut Vec<String>,
 }
 
 impl Cx<'_> {
@@ -345,11 +348,12 @@ impl Cx<'_> {
             });
         let fronted = match outcome {
             Ok(Outcome::Injected(f)) => f,
-            // `--all` sweeps in pods that serve nothing (a batch Job): left as they are.
-            Err(ManifestError::Inject {
-                source: InjectError::NoPort,
-                ..
-            }) if self.opts.all && !annotated_enabled(meta) => return Ok(false),
+            // `--all` sweeps in pods that serve nothing (a batch Job) or several ports:
+            // left as they are, with a warning. Only an explicit `enabled` is an error.
+            Err(e @ ManifestError::Inject { .. }) if self.opts.all && !annotated_enabled(meta) => {
+                self.warnings.push(format!("not injected: {e}"));
+                return Ok(false);
+            }
             Err(e) => return Err(e),
             Ok(_) => return Ok(false),
         };
