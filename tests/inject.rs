@@ -301,7 +301,11 @@ fn a_workload_that_cannot_be_injected_fails_and_prints_nothing() {
     let out = inject(&["--all"], swept.as_bytes());
     assert_eq!(out.code, Some(0), "{}", out.dump());
     assert_eq!(out.stdout, swept);
-    assert!(out.stderr.contains("warning: not injected: Pod/two"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("warning: not injected: Pod/two"),
+        "{}",
+        out.stderr
+    );
 
     let bad_yaml = "apiVersion: v1\nkind: Pod\nmetadata: [unclosed\n";
     let out = inject(&[], bad_yaml.as_bytes());

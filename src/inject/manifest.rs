@@ -41,9 +41,6 @@ pub enum ManifestError {
         line: usize,
         message: String,
     },
-    /// A known kind whose content does not fit the Kubernetes schema.
-    #[error("{what}: not a valid object: {message}")]
-    Object { what: String, message: String },
     /// A workload that asked for writ and cannot get it.
     #[error("{what}: {source}")]
     Inject { what: String, source: InjectError },
@@ -324,11 +321,16 @@ impl Cx<'_> {
             .pointer("/metadata/namespace")
             .and_then(Value::as_str)
             .map(str::to_string);
-        let mut object: T =
-            serde_json::from_value(item.clone()).map_err(|e| ManifestError::Object {
-                what: what.clone(),
-                message: e.to_string(),
-            })?;
+        // Not a valid object of its kind: the API server will say so on apply; it is
+        // printed as read, and named here.
+        let mut object: T = match serde_json::from_value(item.clone()) {
+            Ok(o) => o,
+            Err(e) => {
+                self.warnings
+                    .push(format!("{what}: not a valid object, left as it is: {e}"));
+                return Ok(false);
+            }
+        };
         let Some((meta, spec)) = pod_of(&mut object) else {
             return Ok(false);
         };
@@ -389,11 +391,13 @@ fn rewire_service(
         return Ok(false);
     }
     let what = describe(item);
-    let mut svc: Service =
-        serde_json::from_value(item.clone()).map_err(|e| ManifestError::Object {
-            what: what.clone(),
-            message: e.to_string(),
-        })?;
+    let mut svc: Service = match serde_json::from_value(item.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            warnings.push(format!("{what}: not a valid object, left as it is: {e}"));
+            return Ok(false);
+        }
+    };
     let ns = svc.metadata.namespace.clone();
     let Some(spec) = svc.spec.as_mut() else {
         return Ok(false);
