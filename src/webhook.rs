@@ -23,6 +23,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use k8s_openapi::api::core::v1::Pod;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -36,6 +37,10 @@ use crate::tls::TlsError;
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 /// Deadline for a request head, a TLS handshake, and a whole request body.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more wait in the kernel's backlog.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// How long a shutdown waits for in-flight reviews.
+pub const DRAIN: Duration = Duration::from_secs(5);
 /// How often the certificate files are looked at.
 const CERT_POLL: Duration = Duration::from_secs(1);
 const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
@@ -237,7 +242,9 @@ impl Certs {
     }
 }
 
-/// Serves `/inject` and `/healthz` over TLS until `shutdown` resolves.
+/// Serves `/inject` and `/healthz` over TLS until `shutdown` resolves, then lets
+/// in-flight reviews finish (within `DRAIN`): a review cut off mid-way fails a pod
+/// creation under `failurePolicy: Fail`.
 pub async fn serve(
     listener: TcpListener,
     certs: Arc<Certs>,
@@ -252,10 +259,19 @@ pub async fn serve(
         .header_read_timeout(READ_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
         let (tcp, peer) = tokio::select! {
-            _ = &mut shutdown => return,
+            _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -268,7 +284,9 @@ pub async fn serve(
         let acceptor = certs.acceptor.load_full();
         let opts = opts.clone();
         let builder = builder.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _permit = permit;
             let tls = match tokio::time::timeout(READ_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -281,8 +299,16 @@ pub async fn serve(
                 let opts = opts.clone();
                 async move { Ok::<_, Infallible>(handle(req, &opts, peer).await) }
             });
-            let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
+            let conn = builder.serve_connection(TokioIo::new(tls), svc);
+            let _ = watcher.watch(conn).await;
         });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("webhook: connections still open after the drain; closing them");
     }
 }
 

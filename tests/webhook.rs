@@ -301,3 +301,26 @@ fn a_stalled_client_does_not_hold_up_others() {
     assert!(r.get("patch").is_some());
     drop(stalled);
 }
+
+/// SIGTERM: the webhook stops accepting, lets what is in flight finish, and exits 0
+/// within the drain (5 s) rather than at the kubelet's SIGKILL.
+#[test]
+fn sigterm_exits_cleanly_within_the_drain() {
+    let mut hook = Webhook::start();
+    // An idle keep-alive connection must not hold the exit past the drain.
+    let idle = block_on(async { tls_connect(hook.addr, &hook.cert, &[b"http/1.1"]).await });
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(hook.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = std::time::Instant::now();
+    let exited = eventually_within(std::time::Duration::from_secs(10), || {
+        hook.child.try_wait().unwrap()
+    });
+    drop(idle);
+    let exited = exited.expect("still running 10 s after SIGTERM");
+    assert!(exited.success(), "{exited:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(8));
+}
