@@ -382,6 +382,17 @@ fn the_injected_settings_run_writ_in_front_of_the_app() {
     });
     let resp = ready.map(|_| request(proxy, "GET", "/healthz", &[], b""));
     let denied = ready.map(|_| request(proxy, "POST", "/anything", &[], b""));
+    // A policy rollout (the ConfigMap file changes): the reload keeps the injected
+    // listener and upstream, not the ones written in the policy.
+    let edited = fs::read_to_string(&config).unwrap() + "# rolled out\n";
+    fs::write(&config, edited).unwrap();
+    let reloaded = ready.and_then(|_| {
+        eventually(|| {
+            let m = try_request(admin, "GET", "/metrics", &[], b"").ok()?;
+            metric_value(&m.body_text(), "writ_config_generation", &[]).filter(|g| *g >= 2.0)
+        })
+    });
+    let after = reloaded.map(|_| request(proxy, "GET", "/healthz", &[], b""));
     let _ = child.kill();
     let _ = child.wait();
     let resp = resp.expect("writ never became ready");
@@ -392,11 +403,16 @@ fn the_injected_settings_run_writ_in_front_of_the_app() {
         "unmatched is denied by the policy"
     );
     assert_eq!(
-        backend.count(),
-        1,
-        "the backend saw only the allowed request"
+        after.expect("never reloaded").status,
+        200,
+        "after the reload"
     );
-    assert_eq!(backend.single().path(), "/healthz");
+    assert_eq!(
+        backend.count(),
+        2,
+        "the backend saw only the allowed requests"
+    );
+    assert!(backend.requests().iter().all(|r| r.path() == "/healthz"));
 }
 
 #[test]
