@@ -115,7 +115,7 @@ pub enum ReviewError {
 pub struct Reviewed {
     /// The AdmissionReview response, JSON.
     pub body: Vec<u8>,
-    /// `injected`, `already-injected`, `disabled`, `not-a-pod`, `skipped`.
+    /// `injected`, `already-injected`, `disabled`, `not-selected`, `not-a-pod`, `skipped`.
     pub outcome: &'static str,
     /// The pod's namespace/name (or generateName), for the log.
     pub pod: String,
