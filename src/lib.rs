@@ -27,11 +27,14 @@ macro_rules! out {
 pub mod admin;
 pub mod cli;
 pub mod demo;
+pub mod inject;
 pub mod jwks;
 pub mod mint;
+pub mod overrides;
 pub mod proxy;
 pub mod reload;
 pub mod revocation_store;
 pub mod serve;
 pub mod telemetry;
 pub mod tls;
+pub mod webhook;

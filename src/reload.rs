@@ -142,6 +142,7 @@ fn try_reload(shared: &Shared, path: &Path, trigger: &str) -> Result<(), Vec<Str
     let old = shared.config.load_full();
     let mut new = writ_engine::config::load(path)
         .map_err(|errs| errs.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    crate::overrides::apply(&mut new.settings).map_err(|e| vec![e.to_string()])?;
     new.policy.generation = old.policy.generation + 1;
     crate::telemetry::log_findings(&new.findings);
     if let Some(f) = &shared.revocation {

@@ -29,13 +29,17 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 pub fn run_command(config: &Path) -> u8 {
     telemetry::init_tracing();
-    let loaded = match writ_engine::config::load(config) {
+    let mut loaded = match writ_engine::config::load(config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return 1;
         }
     };
+    if let Err(e) = crate::overrides::apply(&mut loaded.settings) {
+        eprintln!("writ: {e}");
+        return 1;
+    }
     telemetry::log_findings(&loaded.findings);
     let workers = loaded.settings.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()

@@ -36,9 +36,9 @@ const ENGINE_RANKS: &[&[&str]] = &[
 
 /// The `writ` package's modules, lowest first.
 const WRIT_RANKS: &[&[&str]] = &[
-    &["tls", "mint", "telemetry"],
-    &["jwks", "revocation_store"],
-    &["proxy"],
+    &["tls", "mint", "telemetry", "overrides"],
+    &["jwks", "revocation_store", "inject"],
+    &["proxy", "webhook"],
     &["admin", "reload"],
     &["serve"],
     &["demo"],

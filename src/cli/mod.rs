@@ -3,12 +3,14 @@
 
 mod check;
 mod explain;
+mod inject;
 mod lint;
 mod policy_test;
 mod replay;
 mod revoke;
 mod schema;
 pub mod token;
+pub mod webhook;
 
 use std::path::PathBuf;
 
@@ -60,6 +62,10 @@ pub enum Command {
     Replay(replay::Args),
     /// Add (or --list, --remove) revocation entries in the configured store.
     Revoke(revoke::Args),
+    /// Print Kubernetes manifests with the writ sidecar injected.
+    Inject(inject::Args),
+    /// Serve the mutating admission webhook that injects writ into pods.
+    Webhook(webhook::Args),
 }
 
 pub fn run(cli: Cli) -> u8 {
@@ -74,5 +80,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Schema => schema::run(),
         Command::Replay(args) => replay::run(args),
         Command::Revoke(args) => revoke::run(args),
+        Command::Inject(args) => inject::run(args),
+        Command::Webhook(args) => webhook::run(args),
     }
 }
