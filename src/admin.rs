@@ -1,4 +1,5 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`, nothing else.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, and the Shared Signals
+//! push endpoint `POST /ssf/events` when `signals:` are configured.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::proxy::respond::full;
 use crate::proxy::{Body, Shared};
+use writ_engine::signals::SetError;
 
 fn text(status: StatusCode, body: impl Into<Bytes>, ctype: &'static str) -> Response<Body> {
     let mut r = Response::new(full(body.into()));
@@ -37,8 +39,66 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             shared.metrics.render(),
             "text/plain; version=0.0.4; charset=utf-8",
         ),
+        ("POST", "/ssf/events") if !shared.config.load().signals.is_empty() => {
+            ssf_push(&shared, req).await
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n", plain),
     })
+}
+
+/// RFC 8935 push: one SET per request; 202 when accepted (a replay too), 400
+/// with `{"err", "description"}` when refused, 503 when the store could not take
+/// it (the transmitter retries).
+async fn ssf_push(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    use http_body_util::{BodyExt, Limited};
+    let json = "application/json";
+    let refuse = |e: SetError| text(StatusCode::BAD_REQUEST, crate::ssf::error_body(&e), json);
+    let ctype_ok = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/secevent+jwt"));
+    if !ctype_ok {
+        return refuse(SetError::InvalidRequest(
+            "Content-Type must be application/secevent+jwt".into(),
+        ));
+    }
+    let body = Limited::new(req.into_body(), crate::ssf::MAX_SET_BYTES).collect();
+    let bytes = match tokio::time::timeout(std::time::Duration::from_secs(5), body).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => {
+            return refuse(SetError::InvalidRequest(format!(
+                "the body is not a SET of at most {} bytes",
+                crate::ssf::MAX_SET_BYTES
+            )));
+        }
+        Err(_) => {
+            return refuse(SetError::InvalidRequest(
+                "the body did not arrive in time".into(),
+            ));
+        }
+    };
+    let Ok(set) = std::str::from_utf8(&bytes) else {
+        return refuse(SetError::InvalidRequest("the body is not UTF-8".into()));
+    };
+    let config = shared.config.load_full();
+    match shared
+        .ssf
+        .receive(&config, set, &shared.metrics.security_events)
+        .await
+    {
+        Ok(crate::ssf::Outcome::Accepted) => text(StatusCode::ACCEPTED, "", "text/plain"),
+        Ok(crate::ssf::Outcome::Refused(e)) => refuse(e),
+        Err(e) => {
+            tracing::error!(error = %e, "Security event could not be stored");
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the revocation store is unavailable\n",
+                "text/plain; charset=utf-8",
+            )
+        }
+    }
 }
 
 /// Serves the admin endpoints until the task is dropped.

@@ -86,6 +86,53 @@ impl JwksRegistry {
     }
 }
 
+impl JwksRegistry {
+    /// Points every `jwks_url` Shared Signals transmitter of `config` at its fetcher.
+    pub fn attach_signals(
+        &self,
+        config: &mut writ_engine::config::Config,
+        metrics: &IntCounterVec,
+    ) {
+        for t in &mut config.signals {
+            if let Some(url) = &t.jwks_url
+                && let Some(keys) = self.keys_for(url, &t.issuer, metrics)
+            {
+                t.keys = keys;
+            }
+        }
+    }
+
+    /// The key set at `url` for a Shared Signals transmitter, fetched and
+    /// refreshed like an issuer's (one fetcher per URL, shared).
+    pub fn keys_for(
+        &self,
+        url: &str,
+        name: &str,
+        metrics: &IntCounterVec,
+    ) -> Option<Arc<ArcSwap<KeySet>>> {
+        let mut map = self.by_url.lock().ok()?;
+        let remote = map
+            .entry(url.to_string())
+            .or_insert_with(|| {
+                let r = Arc::new(RemoteKeys {
+                    keys: Arc::new(ArcSwap::from_pointee(KeySet::default())),
+                    kick: Arc::new(Kick::default()),
+                });
+                tokio::spawn(fetch_loop(
+                    url.to_string(),
+                    name.to_string(),
+                    Duration::from_secs(300),
+                    None,
+                    r.clone(),
+                    metrics.clone(),
+                ));
+                r
+            })
+            .clone();
+        Some(remote.keys.clone())
+    }
+}
+
 async fn fetch_loop(
     url: String,
     issuer: String,

@@ -35,6 +35,7 @@ pub mod proxy;
 pub mod reload;
 pub mod revocation_store;
 pub mod serve;
+pub mod ssf;
 pub mod telemetry;
 pub mod tls;
 pub mod webhook;

@@ -145,6 +145,9 @@ fn try_reload(shared: &Shared, path: &Path, trigger: &str) -> Result<(), Vec<Str
     crate::overrides::apply(&mut new.settings).map_err(|e| vec![e.to_string()])?;
     new.policy.generation = old.policy.generation + 1;
     crate::telemetry::log_findings(&new.findings);
+    shared
+        .jwks
+        .attach_signals(&mut new, &shared.metrics.jwks_refresh);
     if let Some(f) = &shared.revocation {
         // The store's set outlives configs (a store change needs a restart).
         new.policy.revocation.shared = f.set.clone();

@@ -201,3 +201,70 @@ pub mod admin {
         Ok(v)
     }
 }
+
+/// The revocation file as a store: `writ revoke` and the Shared Signals
+/// receiver read it, change it and write it back whole (atomically); `writ
+/// run` re-reads it like a key file.
+pub mod file {
+    use std::path::{Path, PathBuf};
+
+    use writ_engine::revocation::Entry;
+
+    #[derive(Debug, thiserror::Error)]
+    pub enum FileError {
+        #[error("{}: {source}", path.display())]
+        Io {
+            path: PathBuf,
+            source: std::io::Error,
+        },
+        #[error("{0}")]
+        Entries(writ_engine::config::ConfigErrors),
+    }
+
+    pub fn read(p: &Path) -> Result<Vec<Entry>, FileError> {
+        let text = match std::fs::read_to_string(p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(FileError::Io {
+                    path: p.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        let parsed = writ_engine::config::revoked::parse(&text, &p.display().to_string())
+            .map_err(FileError::Entries)?;
+        Ok(parsed.into_iter().map(|c| c.entry().clone()).collect())
+    }
+
+    /// Writes the whole file to a temporary neighbour and renames it into place, so
+    /// a reload never reads half a file. Comments in the file are not kept.
+    pub fn write(p: &Path, entries: &[Entry]) -> Result<(), FileError> {
+        let mut text = String::from(
+            "# Revoked tokens (SPEC: Revocation). Written by `writ revoke`; comments are not kept.\nrevoked:\n",
+        );
+        for e in entries {
+            // One entry per line, as a JSON (YAML flow) mapping.
+            text.push_str(&format!("  - {e}\n"));
+        }
+        if entries.is_empty() {
+            text = text.replace("revoked:\n", "revoked: []\n");
+        }
+        let io = |source| FileError::Io {
+            path: p.to_path_buf(),
+            source,
+        };
+        let dir = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.writ-revoke.tmp"));
+        std::fs::write(&tmp, text).map_err(io)?;
+        std::fs::rename(&tmp, p).map_err(io)?;
+        Ok(())
+    }
+}

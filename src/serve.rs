@@ -154,12 +154,10 @@ impl Server {
         let upstream = Upstream::new(&settings.upstream)?;
         let jwks = crate::jwks::JwksRegistry::default();
         jwks.attach(&mut config.policy, &metrics.jwks_refresh);
-        let revocation = match &settings.revocation_redis {
+        jwks.attach_signals(&mut config, &metrics.jwks_refresh);
+        let revocation = match config.settings.revocation_redis.clone() {
             Some(url) => {
-                let f = crate::revocation_store::Follower::start(
-                    url.clone(),
-                    metrics.revocation_store()?,
-                );
+                let f = crate::revocation_store::Follower::start(url, metrics.revocation_store()?);
                 config.policy.revocation.shared = f.set.clone();
                 Some(f)
             }
@@ -174,7 +172,23 @@ impl Server {
             shutting_down: Default::default(),
             jwks,
             revocation,
+            ssf: Arc::default(),
         });
+        for t in shared
+            .config
+            .load()
+            .signals
+            .iter()
+            .filter(|t| t.poll.is_some())
+        {
+            let s = shared.clone();
+            tokio::spawn(crate::ssf::poll_loop(
+                t.clone(),
+                shared.ssf.clone(),
+                move || s.config.load_full(),
+                shared.metrics.security_events.clone(),
+            ));
+        }
         tokio::spawn(admin::serve(admin_listener, shared.clone()));
         tracing::info!(listen = %proxy_addr, admin = %admin_addr, "writ listening");
         Ok(Server {

@@ -28,7 +28,7 @@ const ENGINE_RANKS: &[&[&str]] = &[
     &["normalize"],
     &["classify"],
     &["authenticate"],
-    &["authorize"],
+    &["authorize", "signals"],
     &["decide"],
     &["config"],
     &["cases", "replay"],
@@ -37,7 +37,7 @@ const ENGINE_RANKS: &[&[&str]] = &[
 /// The `writ` package's modules, lowest first.
 const WRIT_RANKS: &[&[&str]] = &[
     &["tls", "mint", "telemetry", "overrides"],
-    &["jwks", "revocation_store", "inject"],
+    &["jwks", "revocation_store", "inject", "ssf"],
     &["proxy", "webhook"],
     &["admin", "reload"],
     &["serve"],

@@ -9,12 +9,11 @@ mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::{
-    Config, Env, Writ, eventually, eventually_within, free_port, metric_value, run, tempdir,
+    Config, Env, Redis, Writ, eventually, eventually_within, free_port, metric_value, run, tempdir,
     try_request, writ,
 };
 
@@ -227,56 +226,6 @@ fn a_bad_revocation_file_keeps_the_last_good_set() {
 }
 
 // === Redis ===
-
-/// A real redis-server on a loopback port, no persistence; killed on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    fn start_on(port: u16) -> Redis {
-        let dir = tempdir();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (.ci/setup installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn redis_config(url: &str) -> Config {
     Config::new(ACTIONS).set("revocation", &format!("{{ redis: \"{url}\" }}"))

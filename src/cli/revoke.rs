@@ -3,11 +3,12 @@
 //! `writ run` re-reads on change). Exit 0 done, 1 nothing to remove, 2 usage,
 //! config or store error.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use writ_engine::revocation::Entry;
 
 use crate::revocation_store::admin;
+use crate::revocation_store::file::{self, FileError};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -65,13 +66,8 @@ enum RevokeError {
     Entry(#[from] writ_engine::revocation::EntryError),
     #[error("`{0}` is not an RFC 3339 time")]
     Time(String),
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error("{0}")]
-    File(writ_engine::config::ConfigErrors),
+    File(#[from] FileError),
     #[error("revocation store: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("{0}")]
@@ -126,7 +122,7 @@ fn revoke(args: &Args) -> Result<u8, RevokeError> {
     let store = store(args)?;
     if args.list {
         let lines = match &store {
-            Store::File(p) => read_file(p)?.iter().map(ToString::to_string).collect(),
+            Store::File(p) => file::read(p)?.iter().map(ToString::to_string).collect(),
             Store::Redis(u) => block_on(admin::list(u))??,
         };
         for l in lines {
@@ -144,7 +140,7 @@ fn revoke(args: &Args) -> Result<u8, RevokeError> {
             }
         }
         (Store::File(p), remove) => {
-            let mut entries = read_file(p)?;
+            let mut entries = file::read(p)?;
             if remove {
                 let before = entries.len();
                 entries.retain(|x| x != &e);
@@ -155,7 +151,7 @@ fn revoke(args: &Args) -> Result<u8, RevokeError> {
             } else if !entries.contains(&e) {
                 entries.push(e.clone());
             }
-            write_file(p, &entries)?;
+            file::write(p, &entries)?;
         }
     }
     out!("{}{e}", if args.remove { "removed " } else { "" });
@@ -168,51 +164,4 @@ fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, RevokeError> {
         .build()
         .map_err(RevokeError::Runtime)?;
     Ok(rt.block_on(f))
-}
-
-fn read_file(p: &Path) -> Result<Vec<Entry>, RevokeError> {
-    let text = match std::fs::read_to_string(p) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(source) => {
-            return Err(RevokeError::Io {
-                path: p.to_path_buf(),
-                source,
-            });
-        }
-    };
-    let parsed = writ_engine::config::revoked::parse(&text, &p.display().to_string())
-        .map_err(RevokeError::File)?;
-    Ok(parsed.into_iter().map(|c| c.entry().clone()).collect())
-}
-
-/// Writes the whole file to a temporary neighbour and renames it into place, so
-/// a reload never reads half a file. Comments in the file are not kept.
-fn write_file(p: &Path, entries: &[Entry]) -> Result<(), RevokeError> {
-    let mut text = String::from(
-        "# Revoked tokens (SPEC: Revocation). Written by `writ revoke`; comments are not kept.\nrevoked:\n",
-    );
-    for e in entries {
-        // One entry per line, as a JSON (YAML flow) mapping.
-        text.push_str(&format!("  - {e}\n"));
-    }
-    if entries.is_empty() {
-        text = text.replace("revoked:\n", "revoked: []\n");
-    }
-    let io = |source| RevokeError::Io {
-        path: p.to_path_buf(),
-        source,
-    };
-    let dir = p
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = p
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.writ-revoke.tmp"));
-    std::fs::write(&tmp, text).map_err(io)?;
-    std::fs::rename(&tmp, p).map_err(io)?;
-    Ok(())
 }

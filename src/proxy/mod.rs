@@ -49,6 +49,8 @@ pub struct Shared {
     pub jwks: crate::jwks::JwksRegistry,
     /// The shared revocation store's follower, when `revocation.redis` is set.
     pub revocation: Option<Arc<crate::revocation_store::Follower>>,
+    /// The Shared Signals receiver's memory (replayed `jti`s).
+    pub ssf: Arc<crate::ssf::Receiver>,
 }
 
 impl std::fmt::Debug for Shared {

@@ -17,6 +17,7 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     pub build_info: IntGaugeVec,
     pub decision_log_dropped: IntCounter,
+    pub security_events: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -136,7 +137,16 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let security_events = IntCounterVec::new(
+            Opts::new(
+                "writ_security_events_total",
+                "Shared Signals events by transmitter, event and result (applied, ignored, duplicate, rejected)",
+            ),
+            &["issuer", "event", "result"],
+        )?;
+        registry.register(Box::new(security_events.clone()))?;
         Ok(Metrics {
+            security_events,
             registry,
             requests,
             request_duration,

@@ -17,7 +17,8 @@
 //!   decision log records of a decision's basis; the revocation set
 //! - [`policy`]: the compiled policy (actions, templates, the router)
 //! - the stages in request order: [`normalize`], [`classify`], [`authenticate`],
-//!   [`authorize`]
+//!   [`authorize`]; beside the last, [`signals`]: Security Event Tokens (SSF, CAEP,
+//!   RISC) verified and turned into revocation changes
 //! - [`decide`](mod@decide): runs the stages, returns the [`Decision`] and its trace
 //! - [`config`]: YAML to a [`Policy`] and server [`Settings`](config::Settings)
 //! - [`cases`], [`replay`]: policy test cases (`writ test`) and decision-log replay
@@ -43,6 +44,7 @@ pub mod authenticate;
 pub mod authorize;
 pub mod classify;
 pub mod normalize;
+pub mod signals;
 
 pub mod decide;
 

@@ -28,6 +28,8 @@ pub struct Config {
     pub watched_files: Vec<PathBuf>,
     /// `writ lint` findings: valid, but probably not what was meant.
     pub findings: Vec<lint::Finding>,
+    /// Shared Signals transmitters (`signals:`).
+    pub signals: Vec<crate::signals::Transmitter>,
 }
 
 /// One problem in a config file.

@@ -82,6 +82,33 @@ pub struct RawConfig {
     pub lint: Option<RawLint>,
     /// Revoked tokens: a file, and/or a Redis (or Valkey) store shared by a fleet.
     pub revocation: Option<RawRevocation>,
+    /// Shared Signals transmitters (SSF 1.0: CAEP and RISC events) whose events
+    /// become revocation entries.
+    #[serde(default)]
+    pub signals: Vec<RawSignal>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSignal {
+    /// The SET's `iss`.
+    pub issuer: Sp<String>,
+    /// Must be in the SET's `aud`.
+    pub audience: Sp<String>,
+    pub jwks_file: Option<Sp<String>>,
+    pub jwks_url: Option<Sp<String>>,
+    /// RFC 8936 polling; omit for push (`POST /ssf/events` on the admin listener).
+    pub poll: Option<RawPoll>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPoll {
+    pub url: Sp<String>,
+    /// Default `5s`.
+    pub every: Option<Sp<String>>,
+    /// Environment variable holding the bearer token for the poll endpoint.
+    pub token_env: Option<Sp<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

@@ -24,6 +24,7 @@ use crate::policy::{
     Require,
 };
 use crate::revocation::Revocations;
+use crate::signals::{Poll, Transmitter};
 use crate::vocab::{
     Choice, ClaimScalar, DelegationMode, Mode, PathPolicy, STANDARD_METHODS, SegmentPolicy,
     normalize_host,
@@ -283,6 +284,16 @@ pub(super) fn compile(
 
     let (revocation, revocation_redis, revocation_file) =
         revocation(&mut cx, raw.revocation.as_ref());
+    let signals: Vec<Transmitter> = raw.signals.iter().map(|s| signal(&mut cx, s)).collect();
+    if let Some(first) = raw.signals.first()
+        && revocation_redis.is_none()
+        && revocation_file.is_none()
+    {
+        cx.err(
+            &first.issuer,
+            "`signals` need a revocation store to write to: set `revocation.redis` or `revocation.file`",
+        );
+    }
     for (line, col, message) in super::lint::unknown_codes(&raw) {
         cx.err_at(line, col, message);
     }
@@ -317,6 +328,7 @@ pub(super) fn compile(
     Ok(Config {
         policy,
         findings,
+        signals,
         settings: Settings {
             listen,
             admin,
@@ -386,6 +398,58 @@ fn revocation(
         url.clone()
     });
     (out, redis, file)
+}
+
+/// One `signals:` transmitter: its keys now (a file) or later (a URL `writ`
+/// fetches), and its polling.
+fn signal(cx: &mut Ctx<'_>, s: &raw::RawSignal) -> Transmitter {
+    for v in [&s.issuer, &s.audience] {
+        if v.get().is_empty() {
+            cx.err(v, "must not be empty");
+        }
+    }
+    let mut keys = KeySet::default();
+    let mut jwks_url = None;
+    match (&s.jwks_file, &s.jwks_url) {
+        (Some(f), None) => {
+            let path = cx.path(f.get());
+            match std::fs::read(&path) {
+                Ok(bytes) => match KeySet::from_jwks(&bytes) {
+                    Ok(k) => keys = k,
+                    Err(e) => cx.err(f, format!("`{}`: {e}", path.display())),
+                },
+                Err(e) => cx.err(f, format!("cannot read `{}`: {e}", path.display())),
+            }
+            cx.watched.push(path);
+        }
+        (None, Some(u)) => {
+            if !(u.get().starts_with("https://") || u.get().starts_with("http://")) {
+                cx.err(u, "jwks_url must be an http(s) URL");
+            }
+            jwks_url = Some(u.get().clone());
+        }
+        _ => cx.err(
+            &s.issuer,
+            "a transmitter needs exactly one of jwks_file, jwks_url",
+        ),
+    }
+    let poll = s.poll.as_ref().map(|p| {
+        if !(p.url.get().starts_with("https://") || p.url.get().starts_with("http://")) {
+            cx.err(&p.url, "poll.url must be an http(s) URL");
+        }
+        Poll {
+            url: p.url.get().clone(),
+            every: cx.duration(&p.every, Duration::from_secs(5)),
+            token_env: p.token_env.as_ref().map(|t| t.get().clone()),
+        }
+    });
+    Transmitter {
+        issuer: s.issuer.get().clone(),
+        audience: s.audience.get().clone(),
+        keys: Arc::new(ArcSwap::from_pointee(keys)),
+        jwks_url,
+        poll,
+    }
 }
 
 fn limits(cx: &mut Ctx<'_>, l: &raw::RawLimits) -> Limits {
