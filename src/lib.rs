@@ -28,6 +28,7 @@ pub mod admin;
 pub mod cli;
 pub mod demo;
 pub mod inject;
+pub mod introspect;
 pub mod jwks;
 pub mod mint;
 pub mod overrides;

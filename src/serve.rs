@@ -173,6 +173,7 @@ impl Server {
             jwks,
             revocation,
             ssf: Arc::default(),
+            introspector: Default::default(),
         });
         for t in shared
             .config

@@ -114,6 +114,7 @@ fn seeds_reach_allow() {
             credentials: &writ_engine::authenticate::Credentials::Header,
             cache: None,
             trace: false,
+            introspection: None,
         };
         let d = writ_engine::decide(policy, &req, &cx);
         assert!(

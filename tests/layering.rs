@@ -37,7 +37,8 @@ const ENGINE_RANKS: &[&[&str]] = &[
 /// The `writ` package's modules, lowest first.
 const WRIT_RANKS: &[&[&str]] = &[
     &["tls", "mint", "telemetry", "overrides"],
-    &["jwks", "revocation_store", "inject", "ssf"],
+    &["jwks", "revocation_store", "inject", "introspect"],
+    &["ssf"],
     &["proxy", "webhook"],
     &["admin", "reload"],
     &["serve"],

@@ -49,6 +49,7 @@ fn ctx(credentials: &Credentials, trace: bool) -> Context<'_> {
         credentials,
         cache: None,
         trace,
+        introspection: None,
     }
 }
 

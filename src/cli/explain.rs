@@ -189,6 +189,7 @@ fn decide_args(policy: &Policy, args: &Args) -> Result<(Shown, Decision), u8> {
         credentials: &creds,
         cache: None,
         trace: true,
+        introspection: None,
     };
     let d = decide(policy, &req, &cx);
     Ok((shown, d))

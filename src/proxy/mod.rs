@@ -27,6 +27,7 @@ use crate::telemetry::metrics::{Metrics, UNMATCHED};
 use upstream::{Upstream, UpstreamError};
 use writ_engine::authenticate::Credentials;
 use writ_engine::authenticate::cache::TokenCache;
+use writ_engine::authorize::Introspected;
 use writ_engine::clock::Clock;
 use writ_engine::config::Config;
 use writ_engine::decision::{Denial, Labels, Reason, Verdict};
@@ -51,6 +52,8 @@ pub struct Shared {
     pub revocation: Option<Arc<crate::revocation_store::Follower>>,
     /// The Shared Signals receiver's memory (replayed `jti`s).
     pub ssf: Arc<crate::ssf::Receiver>,
+    /// RFC 7662 introspection client and answer cache.
+    pub introspector: crate::introspect::Introspector,
 }
 
 impl std::fmt::Debug for Shared {
@@ -202,8 +205,32 @@ pub async fn handle(
         credentials: &Credentials::Header,
         cache: Some(&cx.shared.cache),
         trace: false,
+        introspection: None,
     };
-    let d = decide(&cx.config.policy, &request, &context);
+    let mut d = decide(&cx.config.policy, &request, &context);
+    if let Some(issuer) = d.introspect {
+        // The action needs a live answer and every other check passed: ask the
+        // issuer (or the cache), then decide again with the answer.
+        let policy = &cx.config.policy;
+        let answer = match (
+            writ_engine::authenticate::bearer(&parts.headers),
+            &policy.issuers[issuer].introspection,
+        ) {
+            (Ok(Some(token)), Some(endpoint)) => {
+                let exp = d
+                    .token
+                    .as_ref()
+                    .and_then(|t| t.claims.times.as_ref().ok().and_then(|x| x.exp));
+                cx.shared.introspector.ask(endpoint, token, exp).await
+            }
+            _ => Introspected::Unavailable,
+        };
+        let again = Context {
+            introspection: Some(answer),
+            ..context
+        };
+        d = decide(policy, &request, &again);
+    }
     cx.shared
         .metrics
         .decision_duration
@@ -420,6 +447,7 @@ impl Ctx {
             duration_us: elapsed.as_micros() as u64,
             credential: d.map(|d| d.credential),
             revocation: d.and_then(|d| d.revoked.as_ref()).map(|e| e.kind()),
+            introspection: d.and_then(|d| d.introspected),
             basis: claims
                 .map(|c| Basis::of(c, &policy.bound_claims))
                 .unwrap_or_default(),

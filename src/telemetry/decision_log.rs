@@ -40,6 +40,9 @@ pub struct DecisionRecord {
     /// never its values.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revocation: Option<String>,
+    /// The introspection answer the decision used (`active`, `inactive`, `unavailable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub introspection: Option<writ_engine::authorize::Introspected>,
     #[serde(flatten)]
     pub basis: Basis,
 }
@@ -194,6 +197,7 @@ mod tests {
             duration_us: 1,
             credential: Some(Credential::None),
             revocation: None,
+            introspection: None,
             basis: Basis::default(),
         }
     }

@@ -180,6 +180,26 @@ impl Writ {
         keys: &Keys,
         place: &dyn Fn(&Path, &str) -> PathBuf,
     ) -> Writ {
+        Self::spawn_placed_env(config, upstream, keys, place, &[])
+    }
+
+    /// [`Writ::start`] with extra environment variables for the process (secrets a
+    /// config names by variable).
+    pub fn start_with_env(config: &str, upstream: &str, keys: &Keys, env: &[(&str, &str)]) -> Writ {
+        let writ = Self::spawn_placed_env(config, upstream, keys, &place_plain, env);
+        if let Err(e) = writ.wait_ready(READY_TIMEOUT) {
+            panic!("writ did not become ready:\n{e}\n--- config ---\n{config}");
+        }
+        writ
+    }
+
+    fn spawn_placed_env(
+        config: &str,
+        upstream: &str,
+        keys: &Keys,
+        place: &dyn Fn(&Path, &str) -> PathBuf,
+        env: &[(&str, &str)],
+    ) -> Writ {
         let dir = temp_dir("writ-run-");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
@@ -189,6 +209,7 @@ impl Writ {
         let stdout_path = dir.path().join("stdout.txt");
         let stderr_path = dir.path().join("stderr.txt");
         let child = writ()
+            .envs(env.iter().copied())
             .arg("run")
             .arg("--config")
             .arg(&config_path)

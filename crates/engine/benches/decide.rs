@@ -92,6 +92,7 @@ fn cx(cache: Option<&TokenCache>, now: f64) -> Context<'_> {
         credentials: &Credentials::Header,
         cache,
         trace: false,
+        introspection: None,
     }
 }
 

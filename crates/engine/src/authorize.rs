@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use crate::authenticate::token::Verified;
+pub use crate::decision::Introspected;
 use crate::decision::{Denial, Permit, Reason, Staged};
 use crate::escape::decode_path_value;
 use crate::policy::{Action, ClaimRule, Policy};
@@ -214,4 +215,29 @@ fn step_up(action: &Action, v: &Verified, now: f64) -> Result<(), Denial> {
         }
     }
     Ok(())
+}
+
+/// The introspection step of an action with `require: { introspect: true }`,
+/// run once everything else passed (a denied request costs the AS nothing).
+/// `None`: nobody asked yet; the caller asks the issuer and decides again.
+pub fn introspection(policy: &Policy, v: &Verified, answer: Option<Introspected>) -> Staged<()> {
+    Staged::run(|steps| {
+        steps.ran("authorize", "introspection");
+        match answer {
+            Some(Introspected::Active) => Ok(()),
+            Some(Introspected::Inactive) => Err(Denial::new(Reason::TokenRevoked, "token revoked")),
+            Some(Introspected::Unavailable) => Err(Denial::new(
+                Reason::IntrospectionUnavailable,
+                "the introspection endpoint did not answer",
+            )),
+            None if policy.issuers[v.issuer].introspection.is_none() => Err(Denial::new(
+                Reason::IntrospectionUnavailable,
+                "the token's issuer has no introspection endpoint",
+            )),
+            None => Err(Denial::new(
+                Reason::IntrospectionUnavailable,
+                "introspection was not performed",
+            )),
+        }
+    })
 }

@@ -198,6 +198,7 @@ pub fn decide_case(policy: &Policy, case: &Case, now: f64) -> Result<Decision, C
         credentials: &creds,
         cache: None,
         trace: false,
+        introspection: None,
     };
     Ok(decide(policy, &req, &cx))
 }

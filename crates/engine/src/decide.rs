@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::authenticate::cache::TokenCache;
 use crate::authenticate::token::Verified;
 use crate::authenticate::{Credentials, authenticate, bearer, check_revocation};
-use crate::authorize::authorize;
+use crate::authorize::{Introspected, authorize, introspection};
 use crate::classify::classify;
 use crate::decision::{Check, Denial, Permit, Reason, Staged, Verdict};
 use crate::normalize::{NormalizedTarget, normalize};
@@ -29,6 +29,9 @@ pub struct Context<'a> {
     pub cache: Option<&'a TokenCache>,
     /// Whether to list every check (`explain`, a failing `writ test` case).
     pub trace: bool,
+    /// The introspection answer for this request's token, once `writ` asked
+    /// (see [`Decision::introspect`]).
+    pub introspection: Option<Introspected>,
 }
 
 /// Everything the engine concluded about one request.
@@ -57,6 +60,12 @@ pub struct Decision {
     pub credential: Credential,
     /// The revocation entry that refused the token (`explain`; the log records its kind).
     pub revoked: Option<Entry>,
+    /// Set when the action needs introspection and [`Context::introspection`] had
+    /// no answer: the issuer to ask (index). The caller asks, then decides again
+    /// with the answer; a caller that cannot ask keeps the 503.
+    pub introspect: Option<usize>,
+    /// The introspection answer this decision used (for the decision log and replay).
+    pub introspected: Option<Introspected>,
 }
 
 /// Decides one request under `policy`.
@@ -73,6 +82,8 @@ pub fn decide(policy: &Policy, req: &Request<'_>, cx: &Context<'_>) -> Decision 
         now: cx.now,
         credential: Credential::None,
         revoked: None,
+        introspect: None,
+        introspected: None,
     };
     d.verdict = run(policy, req, cx, &mut d);
     if d.credential == Credential::None && sent_token(req, cx) {
@@ -157,12 +168,27 @@ fn run(policy: &Policy, req: &Request<'_>, cx: &Context<'_>, d: &mut Decision) -
     }
     d.credential = Credential::Verified;
 
-    match take(cx, d, authorize(policy, action, &d.params, &token, cx.now)) {
-        Ok(permit) => Verdict::Allow {
-            permit,
-            reason: Reason::Allowed,
-        },
-        Err(e) => audit_or_deny(mode, e, true),
+    let permit = match take(cx, d, authorize(policy, action, &d.params, &token, cx.now)) {
+        Ok(permit) => permit,
+        Err(e) => return audit_or_deny(mode, e, true),
+    };
+    if action.require.introspect {
+        d.introspected = cx.introspection;
+    }
+    if action.require.introspect
+        && let Err(e) = take(cx, d, introspection(policy, &token, cx.introspection))
+    {
+        if cx.introspection.is_none() && policy.issuers[token.issuer].introspection.is_some() {
+            d.introspect = Some(token.issuer);
+        }
+        if e.reason == Reason::TokenRevoked {
+            d.credential = Credential::Rejected;
+        }
+        return audit_or_deny(mode, e, true);
+    }
+    Verdict::Allow {
+        permit,
+        reason: Reason::Allowed,
     }
 }
 

@@ -66,13 +66,15 @@ pub enum Reason {
     UpstreamTimeout,
     /// 413: a body writ must read is larger than allowed.
     BodyTooLarge,
-    /// 401: the token matches an entry of the revocation set.
+    /// 401: the token matches an entry of the revocation set (or introspection says inactive).
     TokenRevoked,
+    /// 503: the introspection endpoint did not answer.
+    IntrospectionUnavailable,
 }
 
 impl Reason {
     /// Every reason, in SPEC's table order.
-    pub const ALL: [Reason; 30] = [
+    pub const ALL: [Reason; 31] = [
         Reason::Allowed,
         Reason::Public,
         Reason::BadRequest,
@@ -103,6 +105,7 @@ impl Reason {
         Reason::UpstreamTimeout,
         Reason::BodyTooLarge,
         Reason::TokenRevoked,
+        Reason::IntrospectionUnavailable,
     ];
 
     /// The reason as it appears in responses, logs and metric labels.
@@ -138,6 +141,7 @@ impl Reason {
             Reason::UpstreamTimeout => "upstream_timeout",
             Reason::BodyTooLarge => "body_too_large",
             Reason::TokenRevoked => "token_revoked",
+            Reason::IntrospectionUnavailable => "introspection_unavailable",
         }
     }
 
@@ -177,6 +181,7 @@ impl Reason {
             Reason::UpstreamUnavailable => Class::BadGateway,
             Reason::UpstreamTimeout => Class::GatewayTimeout,
             Reason::BodyTooLarge => Class::TooLarge,
+            Reason::IntrospectionUnavailable => Class::Unavailable,
         }
     }
 
@@ -222,6 +227,8 @@ pub enum Class {
     GatewayTimeout,
     /// 413.
     TooLarge,
+    /// 503, no challenge (fail closed).
+    Unavailable,
 }
 
 impl Class {
@@ -236,6 +243,7 @@ impl Class {
             Class::BadGateway => 502,
             Class::GatewayTimeout => 504,
             Class::TooLarge => 413,
+            Class::Unavailable => 503,
         }
     }
 
@@ -253,6 +261,7 @@ impl Class {
             Class::BadGateway => "Bad Gateway",
             Class::GatewayTimeout => "Gateway Timeout",
             Class::TooLarge => "Content Too Large",
+            Class::Unavailable => "Service Unavailable",
         }
     }
 }
@@ -653,4 +662,17 @@ impl Check {
             });
         }
     }
+}
+
+/// What the issuer's introspection endpoint said about this request's token
+/// (`writ` asks and caches; the engine only reads the answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Introspected {
+    /// `active: true`.
+    Active,
+    /// `active: false`: the token is no longer good (`token_revoked`).
+    Inactive,
+    /// No usable answer (unreachable, error, garbage): fail closed.
+    Unavailable,
 }

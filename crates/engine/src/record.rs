@@ -143,6 +143,9 @@ pub struct LoggedDecision {
     pub issuer: Option<String>,
     /// Absent from lines written before writ recorded what decisions rest on.
     pub credential: Option<Credential>,
+    /// The introspection answer the decision used, if it needed one.
+    #[serde(default)]
+    pub introspection: Option<crate::decision::Introspected>,
     /// What the checks read from the token.
     #[serde(flatten)]
     pub basis: Basis,

@@ -37,6 +37,9 @@ pub enum NotReplayable {
     /// The new policy binds a claim the line does not record.
     #[error("the new policy binds claim `{0}`, which the line does not record")]
     ClaimNotRecorded(String),
+    /// The new policy needs introspection the line did not record.
+    #[error("the new policy needs an introspection answer the line does not record")]
+    IntrospectionNotRecorded,
 }
 
 /// Parses one decision-log line.
@@ -88,8 +91,12 @@ pub fn replay(
         credentials: &credentials,
         cache: None,
         trace,
+        introspection: line.introspection,
     };
     let d = decide(policy, &req, &cx);
+    if d.introspect.is_some() {
+        return Err(NotReplayable::IntrospectionNotRecorded);
+    }
     let reason = d.verdict.reason();
     if credential == Credential::Unchecked && reason == Reason::NoToken {
         return Err(NotReplayable::TokenUnchecked);

@@ -181,6 +181,8 @@ pub struct RawIssuer {
     pub hmac_secret_env: Option<Sp<String>>,
     pub leeway: Option<Sp<String>>,
     pub require_typ: Option<Sp<String>>,
+    /// RFC 7662 introspection, for actions with `require: { introspect: true }`.
+    pub introspection: Option<RawIntrospection>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -316,6 +318,19 @@ pub struct RawRequire {
     pub claims: BTreeMap<String, Sp<RawClaimScalar>>,
     pub auth_max_age: Option<Sp<String>>,
     pub acr: Option<Vec<String>>,
+    /// The issuer's introspection endpoint must answer `active: true` for the token.
+    pub introspect: Option<Sp<bool>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntrospection {
+    pub url: Sp<String>,
+    pub client_id: Sp<String>,
+    /// Environment variable holding the client secret (never the secret itself).
+    pub client_secret_env: Sp<String>,
+    /// How long an answer is reused for the same token (never beyond its `exp`). Default `30s`.
+    pub cache: Option<Sp<String>>,
 }
 
 /// A claim's expected value: YAML scalars only.

@@ -20,8 +20,8 @@ use crate::keys::{KeyFamily, KeySet};
 use crate::policy::router::{Methods, Router};
 use crate::policy::template::{Segment, Template};
 use crate::policy::{
-    Action, ClaimRule, Defaults, Delegation, IdentityHeaders, Issuer, KeySource, Policy, Requests,
-    Require,
+    Action, ClaimRule, Defaults, Delegation, IdentityHeaders, Introspection, Issuer, KeySource,
+    Policy, Requests, Require,
 };
 use crate::revocation::Revocations;
 use crate::signals::{Poll, Transmitter};
@@ -293,6 +293,21 @@ pub(super) fn compile(
             &first.issuer,
             "`signals` need a revocation store to write to: set `revocation.redis` or `revocation.file`",
         );
+    }
+    if !issuers.iter().any(|i| i.introspection.is_some()) {
+        for a in &raw.actions {
+            if let Some(at) = a.require.as_ref().and_then(|r| r.introspect.as_ref())
+                && *at.get()
+            {
+                cx.err(
+                    at,
+                    format!(
+                        "action `{}` requires introspection, but no issuer has `introspection`",
+                        a.name.get()
+                    ),
+                );
+            }
+        }
     }
     for (line, col, message) in super::lint::unknown_codes(&raw) {
         cx.err_at(line, col, message);
@@ -722,6 +737,20 @@ fn issuer(cx: &mut Ctx<'_>, i: &raw::RawIssuer) -> Issuer {
         jwks_refresh,
         leeway,
         require_typ: i.require_typ.as_ref().map(|t| t.get().clone()),
+        introspection: i.introspection.as_ref().map(|x| {
+            if !(x.url.get().starts_with("https://") || x.url.get().starts_with("http://")) {
+                cx.err(&x.url, "introspection.url must be an http(s) URL");
+            }
+            if x.client_secret_env.get().is_empty() {
+                cx.err(&x.client_secret_env, "must name an environment variable");
+            }
+            Introspection {
+                url: x.url.get().clone(),
+                client_id: x.client_id.get().clone(),
+                client_secret_env: x.client_secret_env.get().clone(),
+                cache: cx.duration(&x.cache, Duration::from_secs(30)),
+            }
+        }),
     }
 }
 
@@ -858,6 +887,7 @@ fn action(cx: &mut Ctx<'_>, a: &raw::RawAction, requests: &Requests) -> Option<A
         require.any_scope = r.any_scope.clone();
         require.acr = r.acr.clone();
         require.auth_max_age = cx.opt_duration(&r.auth_max_age);
+        require.introspect = r.introspect.as_ref().is_some_and(|b| *b.get());
         for (claim, v) in &r.claims {
             let rule = match v.get() {
                 raw::RawClaimScalar::Str(s) if s.starts_with('{') && s.ends_with('}') => {

@@ -72,6 +72,7 @@ fn decide_at(p: &Policy, method: &str, target: &str, c: &Credentials, now: f64) 
         credentials: c,
         cache: None,
         trace: true,
+        introspection: None,
     };
     decide(p, &req, &cx)
 }

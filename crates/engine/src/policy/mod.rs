@@ -108,6 +108,21 @@ pub struct Issuer {
     pub leeway: Duration,
     /// Required `typ` (e.g. `at+jwt`), compared case-insensitively.
     pub require_typ: Option<String>,
+    /// RFC 7662 introspection endpoint (`writ` calls it; the engine reads the answer).
+    pub introspection: Option<Introspection>,
+}
+
+/// An issuer's introspection endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Introspection {
+    /// The endpoint (POST, form-encoded `token`).
+    pub url: String,
+    /// Client id for HTTP Basic authentication.
+    pub client_id: String,
+    /// Environment variable holding the client secret.
+    pub client_secret_env: String,
+    /// How long an answer is reused (never beyond the token's `exp`).
+    pub cache: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -194,6 +209,8 @@ pub struct Require {
     pub auth_max_age: Option<Duration>,
     /// Step-up: `acr` must be one of these.
     pub acr: Option<Vec<String>>,
+    /// The issuer's introspection endpoint must answer `active: true`.
+    pub introspect: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -63,6 +63,7 @@ fn logged(policy: &Policy, method: &str, path: &str, claims: Option<Value>) -> L
         credentials: &creds,
         cache: None,
         trace: false,
+        introspection: None,
     };
     let d = decide(policy, &req, &cx);
     let labels = d.verdict.labels();
