@@ -10,6 +10,7 @@ use writ_engine::authenticate::Credentials;
 use writ_engine::clock::Clock;
 use writ_engine::decision::Verdict;
 use writ_engine::policy::Policy;
+use writ_engine::request::Origin;
 use writ_engine::{Context, Decision, Request, decide};
 
 #[derive(Debug, clap::Args)]
@@ -36,6 +37,10 @@ pub struct Args {
     now: Option<String>,
     #[arg(long)]
     json: bool,
+    /// Decide as a front door (ext_authz, forward-auth) does: a target that
+    /// normalization would change is denied.
+    #[arg(long)]
+    front_door: bool,
 }
 
 fn usage(msg: impl std::fmt::Display) -> u8 {
@@ -136,6 +141,11 @@ pub fn run(args: Args) -> u8 {
         host: args.host.as_deref(),
         headers: &headers,
         form_body: None,
+        origin: if args.front_door {
+            Origin::FrontDoor
+        } else {
+            Origin::Proxy
+        },
     };
     let cx = Context {
         now: clock.now(),

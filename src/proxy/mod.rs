@@ -189,6 +189,7 @@ pub async fn handle(
         host: client_host.as_deref(),
         headers: &parts.headers,
         form_body: form.as_deref(),
+        origin: writ_engine::request::Origin::Proxy,
     };
     let context = Context {
         now: Clock::System.now(),

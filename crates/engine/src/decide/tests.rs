@@ -6,6 +6,7 @@ use serde_json::{Map, Value, json};
 use super::*;
 use crate::authenticate::Credentials;
 use crate::decision::Reason;
+use crate::request::Origin;
 
 const POLICY: &str = r#"
 listen: 127.0.0.1:8080
@@ -59,13 +60,25 @@ fn claims(extra: Value) -> Credentials {
 }
 
 fn decide_at(p: &Policy, method: &str, target: &str, c: &Credentials, now: f64) -> Decision {
-    let headers = HeaderMap::new();
+    decide_from(p, Origin::Proxy, &HeaderMap::new(), method, target, c, now)
+}
+
+fn decide_from(
+    p: &Policy,
+    origin: Origin,
+    headers: &HeaderMap,
+    method: &str,
+    target: &str,
+    c: &Credentials,
+    now: f64,
+) -> Decision {
     let req = Request {
         method,
         target,
         host: None,
-        headers: &headers,
+        headers,
         form_body: None,
+        origin,
     };
     let cx = Context {
         now,
@@ -170,4 +183,93 @@ fn wildcard_methods_and_method_rules() {
             .reason(),
         Reason::NoMatchingAction
     );
+}
+
+/// Front-door mode: the mesh forwards its own copy, so any target that
+/// normalization would change is a `bad_request`, with its own step in the trace.
+#[test]
+fn front_door_denies_every_target_normalization_would_change() {
+    let p = policy();
+    let c = claims(json!({}));
+    let h = HeaderMap::new();
+    for target in [
+        "/%6fpen",
+        "//open",
+        "/x/../open",
+        "/./open",
+        "/open/",
+        "/open%2f",
+        "/open;x",
+        "/%4Fpen",
+        "/open#frag",
+        "/op\\en",
+    ] {
+        let d = decide_from(&p, Origin::FrontDoor, &h, "GET", target, &c, 1_100.0);
+        assert_eq!(d.verdict.reason(), Reason::BadRequest, "{target}");
+        assert!(d.verdict.permit().is_none(), "{target}");
+    }
+    // `_method` is stripped by the proxy under `method_override: strip`; a
+    // front door cannot strip it, so it is refused whatever the setting.
+    let d = decide_from(
+        &p,
+        Origin::FrontDoor,
+        &h,
+        "GET",
+        "/open?_method=DELETE",
+        &c,
+        1_100.0,
+    );
+    assert_eq!(d.verdict.reason(), Reason::MethodOverride);
+    // The same targets through the proxy are normalized (or refused as before).
+    let d = decide_from(&p, Origin::Proxy, &h, "GET", "/%6fpen", &c, 1_100.0);
+    assert_eq!(d.verdict.reason(), Reason::Public);
+    // A target already in normal form passes, query byte for byte.
+    for target in ["/open", "/open?a=/../b&c=%2F", "/open?"] {
+        let d = decide_from(&p, Origin::FrontDoor, &h, "GET", target, &c, 1_100.0);
+        assert_eq!(d.verdict.reason(), Reason::Public, "{target}");
+    }
+}
+
+#[test]
+fn front_door_step_is_in_the_trace() {
+    let p = policy();
+    let c = claims(json!({}));
+    let h = HeaderMap::new();
+    let d = decide_from(&p, Origin::FrontDoor, &h, "GET", "//open", &c, 1_100.0);
+    let failed = d.checks.iter().find(|c| !c.ok).expect("a failing check");
+    assert_eq!(failed.name, "front door: target as sent", "{:#?}", d.checks);
+    let d = decide_from(&p, Origin::FrontDoor, &h, "GET", "/open", &c, 1_100.0);
+    assert!(
+        d.checks
+            .iter()
+            .any(|c| c.name == "front door: target as sent" && c.ok),
+        "{:#?}",
+        d.checks
+    );
+    let d = decide_from(&p, Origin::Proxy, &h, "GET", "/open", &c, 1_100.0);
+    assert!(d.checks.iter().all(|c| !c.name.starts_with("front door")));
+}
+
+/// Override headers a proxy would strip cannot be stripped by a front door.
+#[test]
+fn front_door_refuses_override_headers_the_proxy_strips() {
+    let text = POLICY.replace(
+        "defaults:\n",
+        "requests: { method_override: strip, url_override: strip }\ndefaults:\n",
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let p = crate::config::load_str(&text, "p.yaml", &root, "p.yaml".into())
+        .unwrap()
+        .policy;
+    let c = claims(json!({}));
+    let mut h = HeaderMap::new();
+    h.insert("x-http-method-override", "DELETE".parse().unwrap());
+    let d = decide_from(&p, Origin::Proxy, &h, "GET", "/open", &c, 1_100.0);
+    assert_eq!(d.verdict.reason(), Reason::Public, "the proxy strips it");
+    let d = decide_from(&p, Origin::FrontDoor, &h, "GET", "/open", &c, 1_100.0);
+    assert_eq!(d.verdict.reason(), Reason::MethodOverride);
+    let mut h = HeaderMap::new();
+    h.insert("x-original-url", "/admin".parse().unwrap());
+    let d = decide_from(&p, Origin::FrontDoor, &h, "GET", "/open", &c, 1_100.0);
+    assert_eq!(d.verdict.reason(), Reason::UrlOverride);
 }
