@@ -23,7 +23,7 @@ use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 
 use crate::telemetry::decision_log::{DecisionLog, DecisionRecord, now_rfc3339};
-use crate::telemetry::metrics::{Metrics, UNMATCHED};
+use crate::telemetry::metrics::{Frontend, Metrics, UNMATCHED};
 use upstream::{Upstream, UpstreamError};
 use writ_engine::authenticate::Credentials;
 use writ_engine::authenticate::cache::TokenCache;
@@ -67,8 +67,9 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
-fn request_id(req: &http::request::Parts) -> String {
-    req.headers
+/// The client's `X-Request-Id` when it is a sane token, else a fresh one.
+pub fn request_id(headers: &http::HeaderMap) -> String {
+    headers
         .get(&forward::X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
@@ -135,22 +136,25 @@ fn target_and_host(req: &http::request::Parts) -> Result<(String, Option<String>
     Ok((target, host_header))
 }
 
-/// Per-request state, pinned at admission (stage 0).
-struct Ctx {
-    shared: Arc<Shared>,
-    config: Arc<Config>,
-    rid: String,
-    method: String,
-    start: Instant,
+/// Per-request state, pinned at admission (stage 0). The front doors build one
+/// too, so every door records the same metrics and log line.
+pub struct Ctx {
+    pub shared: Arc<Shared>,
+    pub config: Arc<Config>,
+    pub rid: String,
+    pub method: String,
+    pub start: Instant,
+    /// The door the request came in through (a metrics label, a log field).
+    pub frontend: Frontend,
 }
 
 /// How a request ended, for the record stage.
-struct Outcome<'a> {
-    action: Option<&'a str>,
-    reason: Reason,
+pub struct Outcome<'a> {
+    pub action: Option<&'a str>,
+    pub reason: Reason,
     /// From the verdict (an upstream failure keeps the verdict's labels).
-    labels: Labels,
-    status: u16,
+    pub labels: Labels,
+    pub status: u16,
 }
 
 pub async fn handle(
@@ -162,9 +166,10 @@ pub async fn handle(
     let cx = Ctx {
         config: shared.config.load_full(),
         shared,
-        rid: request_id(&parts),
+        rid: request_id(&parts.headers),
         method: parts.method.as_str().to_string(),
         start: Instant::now(),
+        frontend: Frontend::Proxy,
     };
     let (target, client_host) = match target_and_host(&parts) {
         Ok(x) => x,
@@ -358,7 +363,7 @@ impl Ctx {
     }
 
     /// Stage 5b: reject. The backend sees nothing of the request.
-    fn reject(&self, d: Option<&Decision>, e: &Denial) -> Response<Body> {
+    pub fn reject(&self, d: Option<&Decision>, e: &Denial) -> Response<Body> {
         let action = d
             .and_then(|d| d.action)
             .map(|i| self.config.policy.action(i).name.as_str());
@@ -373,12 +378,17 @@ impl Ctx {
     }
 
     /// Stage 6: metrics and one decision-log line, exactly once per request.
-    fn record(&self, d: Option<&Decision>, o: Outcome<'_>) {
+    pub fn record(&self, d: Option<&Decision>, o: Outcome<'_>) {
         let label_action = o.action.unwrap_or(UNMATCHED);
         let metric_decision = o.labels.metric;
         let m = &self.shared.metrics;
         m.requests
-            .with_label_values(&[label_action, metric_decision, o.reason.as_str()])
+            .with_label_values(&[
+                label_action,
+                metric_decision,
+                o.reason.as_str(),
+                self.frontend.as_str(),
+            ])
             .inc();
         let elapsed = self.start.elapsed();
         m.request_duration
@@ -411,6 +421,7 @@ impl Ctx {
             client_id: claims.and_then(|c| c.client_id.clone()),
             issuer: claims.and_then(|c| c.iss.clone()),
             duration_us: elapsed.as_micros() as u64,
+            frontend: self.frontend.as_str(),
         });
     }
 }

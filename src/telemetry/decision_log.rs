@@ -31,6 +31,8 @@ pub struct DecisionRecord {
     pub client_id: Option<String>,
     pub issuer: Option<String>,
     pub duration_us: u64,
+    /// The door the request came in through (`proxy`, `ext_authz_grpc`, `ext_authz_http`).
+    pub frontend: &'static str,
 }
 
 const BUFFER_LINES: usize = 16 * 1024;
@@ -175,6 +177,7 @@ mod tests {
             client_id: None,
             issuer: None,
             duration_us: 1,
+            frontend: "proxy",
         }
     }
 
