@@ -372,20 +372,11 @@ fn bypass_classes_through_envoy_never_reach_the_backend_unapproved() {
     );
     for r in &seen {
         let path = r.target.split('?').next().unwrap_or_default();
-        // Where a lenient backend would route it: decoded once, `\\` as `/`,
-        // `;params` dropped (Tomcat), dot segments resolved.
-        let decoded = percent_decode_lower(path);
-        let mut resolved: Vec<&str> = Vec::new();
-        for seg in decoded.split(['/', '\\']) {
-            match seg.split(';').next().unwrap_or_default() {
-                "" | "." => {}
-                ".." => {
-                    resolved.pop();
-                }
-                s => resolved.push(s),
-            }
-        }
-        let protected = matches!(resolved.first(), Some(&"admin") | Some(&"private"));
+        let resolved = lenient_route(path);
+        let protected = matches!(
+            resolved.first().map(String::as_str),
+            Some("admin" | "private")
+        );
         assert!(
             !protected,
             "a protected resource reached the backend: {}",
@@ -405,24 +396,4 @@ fn bypass_classes_through_envoy_never_reach_the_backend_unapproved() {
         &[("frontend", "ext_authz_grpc"), ("decision", "deny")],
         10.0,
     );
-}
-
-fn percent_decode_lower(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) =
-                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).to_lowercase()
 }

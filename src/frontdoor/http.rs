@@ -133,6 +133,10 @@ pub fn handle(shared: &Arc<Shared>, peer: SocketAddr, req: &Request<Incoming>) -
             )),
         }
     };
+    // nginx's `auth_request` passes only 401 and 403 through (any other status
+    // becomes its own 500): for nginx-style requests every other denial is
+    // answered 403, the SPEC status and reason in headers for the error page.
+    let nginx = h.contains_key(&X_ORIGINAL_URI) || h.contains_key(&X_ORIGINAL_METHOD);
     let asked = (|| {
         let forwarded = (one(&X_FORWARDED_METHOD)?, one(&X_FORWARDED_URI)?);
         let original = (one(&X_ORIGINAL_METHOD)?, one(&X_ORIGINAL_URI)?);
@@ -183,7 +187,7 @@ pub fn handle(shared: &Arc<Shared>, peer: SocketAddr, req: &Request<Incoming>) -
             }
         }
     };
-    respond(answer)
+    respond(answer, nginx)
 }
 
 /// The client's header fields: the subrequest's minus the forward-auth
@@ -218,7 +222,12 @@ fn unremovable(policy: &writ_engine::Policy, headers: &HeaderMap) -> Option<Deni
         })
 }
 
-fn respond(answer: Answer) -> Response<Body> {
+/// SPEC's status and reason of a denial, for an ingress to show (nginx maps
+/// them into its error page; Traefik and Caddy get the real status anyway).
+const X_WRIT_STATUS: HeaderName = HeaderName::from_static("x-writ-status");
+const X_WRIT_REASON: HeaderName = HeaderName::from_static("x-writ-reason");
+
+fn respond(answer: Answer, nginx: bool) -> Response<Body> {
     match answer {
         Answer::Allow {
             set, request_id, ..
@@ -241,9 +250,17 @@ fn respond(answer: Answer) -> Response<Body> {
             request_id,
         } => {
             let mut resp = problem(&denial, action.as_deref(), &request_id);
+            let h = resp.headers_mut();
             if let Ok(v) = HeaderValue::from_str(&request_id) {
-                resp.headers_mut()
-                    .insert(crate::proxy::forward::X_REQUEST_ID, v);
+                h.insert(crate::proxy::forward::X_REQUEST_ID, v);
+            }
+            h.insert(X_WRIT_STATUS, HeaderValue::from(denial.status));
+            h.insert(
+                X_WRIT_REASON,
+                HeaderValue::from_static(denial.reason.as_str()),
+            );
+            if nginx && denial.status != 401 && denial.status != 403 {
+                *resp.status_mut() = StatusCode::FORBIDDEN;
             }
             resp
         }
