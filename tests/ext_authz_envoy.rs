@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::*;
 
+/// method, target, headers, status, reason
+type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, u16, &'a str);
+
 const ACTIONS: &str = r#"
   - name: public
     methods: [GET, POST]
@@ -223,7 +226,7 @@ fn through_envoy_allow_denials_spoofing_and_audit() {
 
     // Each denial class: SPEC's status, challenge and problem+json, backend untouched.
     let read = format!("Bearer {}", env.token("read"));
-    let cases: [(&str, &str, Vec<(&str, &str)>, u16, &str); 5] = [
+    let cases: [Case<'_>; 5] = [
         ("GET", "/profile", vec![], 401, "no_token"),
         (
             "GET",

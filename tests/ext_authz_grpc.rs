@@ -19,6 +19,9 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_client::Authorizati
 use serde_json::Value;
 use support::*;
 
+/// method, path, headers, HTTP status, reason, gRPC code
+type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, i32, &'a str, i32);
+
 const ACTIONS: &str = r#"
   - name: profile
     methods: [GET, POST]
@@ -201,7 +204,7 @@ fn each_denial_class_is_specs_response() {
         "Bearer {}",
         env.keys.token().scope("profile").exp_in(-3600).sign()
     );
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, i32, &str, i32)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         ("GET", "/profile", vec![], 401, "no_token", 16),
         (
             "GET",

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
+/// method, target, headers, status from nginx, SPEC status, reason
+type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, u16, u16, &'a str);
+
 const ACTIONS: &str = r#"
   - name: public
     methods: [GET, POST]
@@ -154,7 +157,7 @@ fn through_nginx_allow_denials_spoofing_and_audit() {
     // Denials: nginx passes only 401 and 403; writ's status and reason make the
     // problem+json body of the error page.
     let read = format!("Bearer {}", env.token("read"));
-    let cases: [(&str, &str, Vec<(&str, &str)>, u16, u16, &str); 6] = [
+    let cases: [Case<'_>; 6] = [
         ("GET", "/profile", vec![], 401, 401, "no_token"),
         (
             "GET",

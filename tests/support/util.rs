@@ -120,20 +120,6 @@ pub fn rfc3339(unix: i64) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_checker() {
-        assert!(is_rfc3339("2026-01-02T03:04:05Z"));
-        assert!(is_rfc3339("2026-01-02T03:04:05.123456Z"));
-        assert!(is_rfc3339("2026-01-02T03:04:05+01:00"));
-        assert!(!is_rfc3339("2026-01-02 03:04:05"));
-        assert!(!is_rfc3339("1700000000"));
-    }
-}
-
 /// Where a lenient backend would route `path` (query excluded): decoded once, `\`
 /// read as `/`, `;params` dropped (Tomcat), dot segments resolved. The front-door
 /// suites use it to prove no bypass target reached a protected resource.
@@ -167,4 +153,18 @@ pub fn lenient_route(path: &str) -> Vec<String> {
         }
     }
     resolved
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_checker() {
+        assert!(is_rfc3339("2026-01-02T03:04:05Z"));
+        assert!(is_rfc3339("2026-01-02T03:04:05.123456Z"));
+        assert!(is_rfc3339("2026-01-02T03:04:05+01:00"));
+        assert!(!is_rfc3339("2026-01-02 03:04:05"));
+        assert!(!is_rfc3339("1700000000"));
+    }
 }
