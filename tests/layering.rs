@@ -39,7 +39,7 @@ const WRIT_RANKS: &[&[&str]] = &[
     &["tls", "mint", "telemetry"],
     &["jwks"],
     &["proxy"],
-    &["admin", "reload"],
+    &["admin", "reload", "frontdoor"],
     &["serve"],
     &["demo"],
     &["cli"],
