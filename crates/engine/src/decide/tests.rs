@@ -273,3 +273,27 @@ fn front_door_refuses_override_headers_the_proxy_strips() {
     let d = decide_from(&p, Origin::FrontDoor, &h, "GET", "/open", &c, 1_100.0);
     assert_eq!(d.verdict.reason(), Reason::UrlOverride);
 }
+
+proptest::proptest! {
+    /// At a front door, whatever writ lets through is exactly what the mesh
+    /// forwards: an allowed target is already in normal form.
+    #[test]
+    fn front_door_allows_only_targets_in_normal_form(
+        parts in proptest::collection::vec(
+            proptest::sample::select(vec![
+                "/", "//", "open", "Open", ".", "..", "%2e", "%2E", "%6f", "%6F", "%2f", "%2F",
+                "%5c", ";", "%3b", "\\", "?", "#", "&", "=", "%", "%zz", "%00", "~", "%7e", "x",
+            ]),
+            1..8,
+        )
+    ) {
+        let p = policy();
+        let c = claims(json!({}));
+        let target = format!("/{}", parts.concat());
+        let d = decide_from(&p, Origin::FrontDoor, &HeaderMap::new(), "GET", &target, &c, 1_100.0);
+        if d.verdict.permit().is_some() {
+            let normalized = d.target.as_ref().map(|t| t.path_and_query());
+            proptest::prop_assert_eq!(normalized.as_deref(), Some(target.as_str()));
+        }
+    }
+}
