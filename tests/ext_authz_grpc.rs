@@ -420,3 +420,30 @@ fn reload_applies_trusted_proxies_to_the_front_door() {
     });
     assert!(trusted.is_some(), "the reload never trusted 127.0.0.1");
 }
+
+/// SIGTERM drains the front door like the proxy: an idle Envoy-style
+/// connection does not hold up the exit, and the listener closes.
+#[test]
+fn shutdown_drains_the_front_doors_promptly() {
+    let (port, http_port) = (free_port(), free_port());
+    let config = Config::new(ACTIONS).set(
+        "ext_authz",
+        &format!("\n  grpc: \"127.0.0.1:{port}\"\n  http: \"127.0.0.1:{http_port}\""),
+    );
+    let env = Env::with_config(&config);
+    // Connections that stay open and idle, as a mesh's and an ingress's do.
+    let idle = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let idle_http = std::net::TcpStream::connect(("127.0.0.1", http_port)).unwrap();
+    assert!(call(port, check_request(Some(http("GET", "/docs/a", &[])))).is_ok());
+    let t0 = std::time::Instant::now();
+    env.writ.signal("TERM");
+    let exit = env.writ.wait_exit(Duration::from_secs(5));
+    assert_eq!(exit, Some(Some(0)), "writ did not exit cleanly in time");
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "shutdown_grace is 10s: idle connections held it"
+    );
+    drop((idle, idle_http));
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", http_port)).is_err());
+}

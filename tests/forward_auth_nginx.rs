@@ -254,6 +254,19 @@ fn traefik_dialect_called_directly() {
     // A spelling of an identity header the ingress cannot remove is refused.
     let resp = ask("GET", "/public/x", &[("X_Writ_Subject", "admin")]);
     resp.assert_problem(400, "bad_request");
+    // No X-Forwarded-Host: the client's virtual host is not guessed.
+    let resp = request(
+        door,
+        "GET",
+        "/",
+        &[
+            ("X-Forwarded-Method", "GET"),
+            ("X-Forwarded-Uri", "/profile"),
+            ("Authorization", &auth),
+        ],
+        b"",
+    );
+    resp.assert_problem(400, "bad_request");
     // Neither dialect, or both: not guessed.
     let resp = request(door, "GET", "/profile", &[("Authorization", &auth)], b"");
     resp.assert_problem(400, "bad_request");

@@ -5,6 +5,7 @@
 //! `attributes.request.http`.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::{
@@ -38,7 +39,47 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct Door {
     shared: Arc<Shared>,
+    in_flight: Arc<InFlight>,
 }
+
+/// Checks being answered: a drain waits for these, not for idle connections
+/// (a peer that never sends a request must not hold up the exit).
+#[derive(Debug, Default)]
+struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+struct Entered(Arc<InFlight>);
+
+impl InFlight {
+    fn enter(this: &Arc<InFlight>) -> Entered {
+        this.count.fetch_add(1, Ordering::SeqCst);
+        Entered(this.clone())
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// After the last in-flight check, how long connections get to close on
+/// their own (Envoy answers GOAWAY by closing) before they are dropped.
+const CLOSE_WAIT: Duration = Duration::from_millis(500);
 
 #[tonic::async_trait]
 impl Authorization for Door {
@@ -46,6 +87,7 @@ impl Authorization for Door {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
+        let _entered = InFlight::enter(&self.in_flight);
         let trusted = request
             .remote_addr()
             .is_some_and(|peer| super::trusted(&self.shared, Frontend::ExtAuthzGrpc, peer));
@@ -217,16 +259,38 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AuthorizationServer<Door>>().await;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let door = Door { shared };
+    let in_flight = Arc::new(InFlight::default());
+    let door = Door {
+        shared,
+        in_flight: in_flight.clone(),
+    };
+    let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
     let stop = async move {
         stop.await;
         health.set_not_serving::<AuthorizationServer<Door>>().await;
+        let _ = stopping_tx.send(());
     };
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(health_service)
         .add_service(AuthorizationServer::new(door))
-        .serve_with_incoming_shutdown(incoming, stop)
-        .await
+        .serve_with_incoming_shutdown(incoming, stop);
+    tokio::pin!(server);
+    // tonic's graceful shutdown waits for every connection to close; writ's
+    // drain waits for in-flight checks only, like the proxy's.
+    let drained = async {
+        if stopping.await.is_ok() {
+            in_flight.wait_idle().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        r = &mut server => r,
+        _ = drained => {
+            let _ = tokio::time::timeout(CLOSE_WAIT, &mut server).await;
+            Ok(())
+        }
+    }
 }

@@ -155,11 +155,16 @@ pub fn handle(shared: &Arc<Shared>, peer: SocketAddr, req: &Request<Incoming>) -
                 ));
             }
         };
-        let host = match one(&X_FORWARDED_HOST)? {
-            Some(host) => Some(host),
-            None => one(&header::HOST)?,
-        };
-        Ok((method, target, host))
+        // The subrequest's own Host names writ, not the client's virtual host:
+        // without X-Forwarded-Host a host-bound action could not be matched,
+        // so the request is not guessed at.
+        let host = one(&X_FORWARDED_HOST)?.ok_or_else(|| {
+            Denial::new(
+                Reason::BadRequest,
+                "a forward-auth request names the client's host with X-Forwarded-Host",
+            )
+        })?;
+        Ok((method, target, Some(host)))
     })();
     let mut headers = client_headers(h);
     let answer = match asked {
