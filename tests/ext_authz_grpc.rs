@@ -447,3 +447,53 @@ fn shutdown_drains_the_front_doors_promptly() {
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
     assert!(std::net::TcpStream::connect(("127.0.0.1", http_port)).is_err());
 }
+
+/// One reload changes the decision at the proxy and at both front doors.
+#[test]
+fn a_policy_reload_applies_to_every_door_at_once() {
+    let (port, http_port) = (free_port(), free_port());
+    let config = Config::new(ACTIONS).set(
+        "ext_authz",
+        &format!("\n  grpc: \"127.0.0.1:{port}\"\n  http: \"127.0.0.1:{http_port}\""),
+    );
+    let env = Env::with_config(&config);
+    let door = std::net::SocketAddr::from(([127, 0, 0, 1], http_port));
+    let forward_auth = || {
+        request(
+            door,
+            "GET",
+            "/",
+            &[
+                ("X-Forwarded-Method", "GET"),
+                ("X-Forwarded-Uri", "/docs/a"),
+                ("X-Forwarded-Host", "api.example"),
+            ],
+            b"",
+        )
+        .status
+    };
+    let grpc_allows = || {
+        let resp = call(port, check_request(Some(http("GET", "/docs/a", &[])))).unwrap();
+        matches!(resp.http_response, Some(HttpResponse::OkResponse(_)))
+    };
+    assert!(grpc_allows());
+    assert_eq!(forward_auth(), 200);
+    assert_eq!(env.get("/docs/a", None).status, 200);
+    let text = std::fs::read_to_string(env.writ.config_path()).unwrap();
+    let closed = text.replace(
+        "path: /docs/{*rest}\n    public: true",
+        "path: /docs/{*rest}\n    require: { scopes: [docs] }",
+    );
+    assert_ne!(text, closed, "the test must change the policy");
+    std::fs::write(env.writ.config_path(), closed).unwrap();
+    let reloaded = eventually_within(Duration::from_secs(10), || {
+        (env.get("/docs/a", None).status == 401).then_some(())
+    });
+    assert!(reloaded.is_some(), "the proxy never saw the reload");
+    assert!(!grpc_allows(), "the gRPC door kept the old policy");
+    assert_eq!(
+        forward_auth(),
+        401,
+        "the forward-auth door kept the old policy"
+    );
+}
