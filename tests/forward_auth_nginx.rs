@@ -40,6 +40,21 @@ const ACTIONS: &str = r#"
 
 const SUITE_BUDGET: Duration = Duration::from_secs(90);
 
+/// `$NGINX_BIN`, `nginx` on PATH, or Debian's /usr/sbin/nginx (root's PATH may
+/// lack /usr/sbin).
+fn nginx_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("NGINX_BIN") {
+        return p.into();
+    }
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("nginx").is_file()));
+    if on_path {
+        "nginx".into()
+    } else {
+        "/usr/sbin/nginx".into()
+    }
+}
+
 struct Nginx {
     child: Child,
     addr: SocketAddr,
@@ -70,7 +85,7 @@ impl Nginx {
             .replace("@WRIT_HTTP_PORT@", &http_port.to_string());
         let path = dir.path().join("nginx.conf");
         std::fs::write(&path, conf).unwrap();
-        let child = Command::new("nginx")
+        let child = Command::new(nginx_bin())
             .arg("-p")
             .arg(dir.path())
             .arg("-c")
