@@ -363,7 +363,7 @@ impl Ctx {
     }
 
     /// Stage 5b: reject. The backend sees nothing of the request.
-    pub fn reject(&self, d: Option<&Decision>, e: &Denial) -> Response<Body> {
+    fn reject(&self, d: Option<&Decision>, e: &Denial) -> Response<Body> {
         let action = d
             .and_then(|d| d.action)
             .map(|i| self.config.policy.action(i).name.as_str());
