@@ -224,6 +224,25 @@ fn through_envoy_allow_denials_spoofing_and_audit() {
     assert_eq!(line["path"], "/profile", "{line}");
     env.backend.clear();
 
+    // A UTF-8 identity reaches the backend byte for byte, the client's does not.
+    let utf8 = env.keys.token().sub("jos\u{e9}").scope("profile").sign();
+    let resp = envoy.send(
+        "GET",
+        "/profile",
+        &[
+            ("Authorization", &format!("Bearer {utf8}")),
+            ("X-Writ-Subject", "admin"),
+        ],
+    );
+    assert_eq!(resp.status, 200, "{}", resp.describe());
+    let seen = env.backend.single();
+    assert_eq!(
+        seen.header_folded("x-writ-subject"),
+        vec!["jos\u{e9}"],
+        "{seen:#?}"
+    );
+    env.backend.clear();
+
     // Each denial class: SPEC's status, challenge and problem+json, backend untouched.
     let read = format!("Bearer {}", env.token("read"));
     let cases: [Case<'_>; 5] = [

@@ -95,7 +95,14 @@ fn ok(resp: &CheckResponse) -> (HashMap<String, String>, Vec<String>) {
         .headers
         .iter()
         .filter_map(|h| h.header.as_ref())
-        .map(|h| (h.key.clone(), h.value.clone()))
+        .map(|h| {
+            let value = if h.raw_value.is_empty() {
+                h.value.clone()
+            } else {
+                String::from_utf8_lossy(&h.raw_value).into_owned()
+            };
+            (h.key.clone(), value)
+        })
         .collect();
     (set, ok.headers_to_remove.clone())
 }
@@ -171,6 +178,33 @@ fn allow_sets_identity_and_removes_every_client_spelling() {
             ("frontend", "ext_authz_grpc"),
         ],
         1.0,
+    );
+}
+
+/// A UTF-8 identity is set byte for byte (`raw_value`), never dropped: a
+/// dropped header would leave the client's spoofed one in place.
+#[test]
+fn a_utf8_subject_is_set_not_dropped() {
+    let (env, port) = start("[127.0.0.1/32]");
+    let token = env.keys.token().sub("jos\u{e9}").scope("profile").sign();
+    let auth = format!("Bearer {token}");
+    let resp = call(
+        port,
+        check_request(Some(http(
+            "GET",
+            "/profile",
+            &[("authorization", &auth), ("x-writ-subject", "admin")],
+        ))),
+    )
+    .unwrap();
+    let (set, remove) = ok(&resp);
+    assert_eq!(
+        set.get("x-writ-subject").map(String::as_str),
+        Some("jos\u{e9}")
+    );
+    assert!(
+        !remove.contains(&"x-writ-subject".to_string()),
+        "{remove:?}"
     );
 }
 

@@ -178,11 +178,23 @@ fn header_map(http: &HttpRequest) -> Result<HeaderMap, Denial> {
 }
 
 fn header(key: &str, value: &str) -> HeaderValueOption {
+    header_bytes(key, value.as_bytes())
+}
+
+/// A header to set. A UTF-8 identity (obs-text, as the proxy forwards it)
+/// goes in `value`, whose bytes Envoy sets as they are (its ext_authz client
+/// reads `value`, not `raw_value`); other bytes cannot occur (claims are JSON
+/// strings) but would go in `raw_value` rather than be dropped.
+fn header_bytes(key: &str, value: &[u8]) -> HeaderValueOption {
+    let (value, raw_value) = match std::str::from_utf8(value) {
+        Ok(v) => (v.to_string(), Vec::new()),
+        Err(_) => (String::new(), value.to_vec()),
+    };
     HeaderValueOption {
         header: Some(EnvoyHeader {
             key: key.to_string(),
-            value: value.to_string(),
-            ..Default::default()
+            value,
+            raw_value,
         }),
         append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
         ..Default::default()
@@ -201,7 +213,7 @@ fn respond(answer: Answer) -> CheckResponse {
             http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
                 headers: set
                     .iter()
-                    .filter_map(|(k, v)| Some(header(k.as_str(), v.to_str().ok()?)))
+                    .map(|(k, v)| header_bytes(k.as_str(), v.as_bytes()))
                     .collect(),
                 headers_to_remove: remove,
                 ..Default::default()
