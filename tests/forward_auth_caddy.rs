@@ -110,6 +110,7 @@ fn through_caddy_allow_denials_spoofing_audit_and_bypasses() {
             ("Authorization", &auth),
             ("X-Writ-Subject", "admin"),
             ("X-Writ-Actor", "agent:root"),
+            ("X-Forwarded-User", "root"),
         ],
     );
     assert_eq!(resp.status, 200, "{}", resp.describe());
@@ -126,6 +127,10 @@ fn through_caddy_allow_denials_spoofing_audit_and_bypasses() {
         "{seen:#?}"
     );
     assert!(seen.header_folded("x-writ-actor").is_empty(), "{seen:#?}");
+    assert!(
+        seen.header_folded("x-forwarded-user").is_empty(),
+        "{seen:#?}"
+    );
     env.backend.clear();
 
     // Caddy passes writ's denial through: SPEC's status, challenge and body.
