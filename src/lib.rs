@@ -27,6 +27,7 @@ macro_rules! out {
 pub mod admin;
 pub mod cli;
 pub mod demo;
+pub mod frontdoor;
 pub mod inject;
 pub mod introspect;
 pub mod jwks;

@@ -112,7 +112,11 @@ pub struct Server {
     pub shared: Arc<Shared>,
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// Front-door listeners (`ext_authz.grpc`, `ext_authz.http`), when configured.
+    pub grpc_addr: Option<SocketAddr>,
+    pub http_addr: Option<SocketAddr>,
     listener: TcpListener,
+    doors: FrontDoors,
     tls: Option<TlsAcceptor>,
     config_path: Option<PathBuf>,
     hup: Option<tokio::signal::unix::Signal>,
@@ -149,6 +153,7 @@ impl Server {
         let admin_listener = TcpListener::bind(settings.admin)
             .await
             .map_err(|e| ServeError::Listen(settings.admin, " (admin)", e))?;
+        let doors = FrontDoors::bind(settings.ext_authz.as_ref()).await?;
         let proxy_addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
         let admin_addr = admin_listener.local_addr().map_err(ServeError::LocalAddr)?;
         let upstream = Upstream::new(&settings.upstream)?;
@@ -192,11 +197,19 @@ impl Server {
         }
         tokio::spawn(admin::serve(admin_listener, shared.clone()));
         tracing::info!(listen = %proxy_addr, admin = %admin_addr, "writ listening");
+        let grpc_addr = doors.grpc.as_ref().map(|(_, a)| *a);
+        let http_addr = doors.http.as_ref().map(|(_, a)| *a);
+        if grpc_addr.is_some() || http_addr.is_some() {
+            tracing::info!(grpc = ?grpc_addr, http = ?http_addr, "Front doors listening");
+        }
         Ok(Server {
             shared,
             proxy_addr,
             admin_addr,
+            grpc_addr,
+            http_addr,
             listener,
+            doors,
             tls,
             config_path,
             hup,
@@ -208,6 +221,7 @@ impl Server {
         let Server {
             shared,
             listener,
+            doors,
             tls,
             config_path,
             hup,
@@ -221,6 +235,7 @@ impl Server {
         // kernel's backlog, not in memory. Draining = getting every slot back.
         let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let doors = doors.start(&shared, &stop_rx);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -291,10 +306,69 @@ impl Server {
             "Shutting down: draining in-flight requests"
         );
         let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+        let drained = async {
+            let _ = slots.acquire_many(all).await;
+            for door in doors {
+                let _ = door.await;
+            }
+        };
         tokio::select! {
-            _ = slots.acquire_many(all) => tracing::info!("Drained"),
+            _ = drained => tracing::info!("Drained"),
             _ = tokio::time::sleep(grace) => tracing::warn!("Shutdown grace ended with requests in flight"),
         }
+    }
+}
+
+/// The front doors' listeners, bound with the proxy's so a taken port fails
+/// startup, and started by `run` only when configured.
+struct FrontDoors {
+    grpc: Option<(TcpListener, SocketAddr)>,
+    http: Option<(TcpListener, SocketAddr)>,
+}
+
+impl FrontDoors {
+    async fn bind(cfg: Option<&writ_engine::config::ExtAuthz>) -> Result<FrontDoors, ServeError> {
+        async fn one(
+            addr: Option<SocketAddr>,
+            what: &'static str,
+        ) -> Result<Option<(TcpListener, SocketAddr)>, ServeError> {
+            let Some(addr) = addr else { return Ok(None) };
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| ServeError::Listen(addr, what, e))?;
+            let local = l.local_addr().map_err(ServeError::LocalAddr)?;
+            Ok(Some((l, local)))
+        }
+        Ok(FrontDoors {
+            grpc: one(cfg.and_then(|c| c.grpc), " (ext_authz.grpc)").await?,
+            http: one(cfg.and_then(|c| c.http), " (ext_authz.http)").await?,
+        })
+    }
+
+    /// Spawns each configured door; each stops when `stop` turns true and
+    /// its task ends once its connections are drained.
+    fn start(
+        self,
+        shared: &Arc<Shared>,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let mut tasks = Vec::new();
+        if let Some((l, _)) = self.grpc {
+            let (shared, stop) = (shared.clone(), stopped(stop.clone()));
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = crate::frontdoor::grpc::serve(shared, l, stop).await {
+                    tracing::error!(error = %e, "ext_authz gRPC server failed");
+                }
+            }));
+        }
+        if let Some((l, _)) = self.http {
+            let (shared, stop) = (shared.clone(), stopped(stop.clone()));
+            tasks.push(tokio::spawn(crate::frontdoor::http::serve(shared, l, stop)));
+        }
+        tasks
     }
 }
 

@@ -804,3 +804,24 @@ fn explain_token_and_claims_together_is_a_usage_error() {
     );
     out.expect_code(2);
 }
+
+/// `--front-door` decides as ext_authz and forward-auth do: a target that
+/// normalization would change is denied, and the trace names the step.
+#[test]
+fn explain_front_door_denies_a_target_normalization_would_change() {
+    let dir = tempdir();
+    let cfg = write(dir.path(), "c.yaml", &public_host_config());
+    let (out, v) = explain_json(&cfg, "GET", "/%72eports/%7E42", &["--front-door"]);
+    out.expect_code(1);
+    assert_json_decision(&v, "deny", "bad_request");
+    let out = explain(&cfg, "GET", "/%72eports/%7E42", &["--front-door"]);
+    out.expect_code(1);
+    assert!(
+        out.stdout.contains("front door: target as sent"),
+        "{}",
+        out.dump()
+    );
+    let (out, v) = explain_json(&cfg, "GET", "/reports/~42", &["--front-door"]);
+    out.expect_code(0);
+    assert_eq!(json_action(&v).as_deref(), Some("report"), "{v:#}");
+}

@@ -40,7 +40,7 @@ const WRIT_RANKS: &[&[&str]] = &[
     &["jwks", "revocation_store", "inject", "introspect"],
     &["ssf"],
     &["proxy", "webhook"],
-    &["admin", "reload"],
+    &["admin", "reload", "frontdoor"],
     &["serve"],
     &["demo"],
     &["cli"],

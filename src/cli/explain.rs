@@ -12,6 +12,7 @@ use writ_engine::decision::Verdict;
 use writ_engine::policy::Policy;
 use writ_engine::record::LoggedDecision;
 use writ_engine::replay::{NotReplayable, parse_line, replay};
+use writ_engine::request::Origin;
 use writ_engine::{Context, Decision, Request, decide};
 
 #[derive(Debug, clap::Args)]
@@ -41,6 +42,10 @@ pub struct Args {
     now: Option<String>,
     #[arg(long)]
     json: bool,
+    /// Decide as a front door (ext_authz, forward-auth) does: a target that
+    /// normalization would change is denied.
+    #[arg(long)]
+    front_door: bool,
 }
 
 fn usage(msg: impl std::fmt::Display) -> u8 {
@@ -183,6 +188,11 @@ fn decide_args(policy: &Policy, args: &Args) -> Result<(Shown, Decision), u8> {
         host: shown.host.as_deref(),
         headers: &headers,
         form_body: None,
+        origin: if args.front_door {
+            Origin::FrontDoor
+        } else {
+            Origin::Proxy
+        },
     };
     let cx = Context {
         now: clock.now(),

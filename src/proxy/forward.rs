@@ -57,7 +57,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Everything a client may not send upstream, in any case or `_` spelling.
-fn is_client_forbidden(policy: &Policy, name: &str) -> bool {
+pub fn is_client_forbidden(policy: &Policy, name: &str) -> bool {
     let id = &policy.identity;
     header_is(name, id.subject.as_str())
         || header_is(name, id.actor.as_str())
@@ -72,7 +72,7 @@ fn is_client_forbidden(policy: &Policy, name: &str) -> bool {
 /// read it; Rack reads `X-Forwarded-Ssl` and `X-Forwarded-Scheme` before
 /// `X-Forwarded-Proto`). writ sets the `X-Forwarded-For/-Host/-Proto` it vouches
 /// for itself.
-const SPOOFABLE_FORWARDING: [&str; 18] = [
+pub const SPOOFABLE_FORWARDING: [&str; 18] = [
     "x-forwarded-scheme",
     "x-forwarded-ssl",
     "front-end-https",

@@ -23,7 +23,7 @@ use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 
 use crate::telemetry::decision_log::{DecisionLog, DecisionRecord, now_rfc3339, rfc3339};
-use crate::telemetry::metrics::{Metrics, UNMATCHED};
+use crate::telemetry::metrics::{Frontend, Metrics, UNMATCHED};
 use upstream::{Upstream, UpstreamError};
 use writ_engine::authenticate::Credentials;
 use writ_engine::authenticate::cache::TokenCache;
@@ -77,8 +77,9 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
-fn request_id(req: &http::request::Parts) -> String {
-    req.headers
+/// The client's `X-Request-Id` when it is a sane token, else a fresh one.
+pub fn request_id(headers: &http::HeaderMap) -> String {
+    headers
         .get(&forward::X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
@@ -145,22 +146,49 @@ fn target_and_host(req: &http::request::Parts) -> Result<(String, Option<String>
     Ok((target, host_header))
 }
 
-/// Per-request state, pinned at admission (stage 0).
-struct Ctx {
-    shared: Arc<Shared>,
-    config: Arc<Config>,
-    rid: String,
-    method: String,
-    start: Instant,
+/// Per-request state, pinned at admission (stage 0). The front doors build one
+/// too, so every door records the same metrics and log line.
+pub struct Ctx {
+    pub shared: Arc<Shared>,
+    pub config: Arc<Config>,
+    pub rid: String,
+    pub method: String,
+    pub start: Instant,
+    /// The door the request came in through (a metrics label, a log field).
+    pub frontend: Frontend,
 }
 
 /// How a request ended, for the record stage.
-struct Outcome<'a> {
-    action: Option<&'a str>,
-    reason: Reason,
+pub struct Outcome<'a> {
+    pub action: Option<&'a str>,
+    pub reason: Reason,
     /// From the verdict (an upstream failure keeps the verdict's labels).
-    labels: Labels,
-    status: u16,
+    pub labels: Labels,
+    pub status: u16,
+}
+
+/// Asks `issuer`'s introspection endpoint (or the cache) about the request's
+/// bearer token: what [`Decision::introspect`] asks for.
+pub async fn introspect(
+    shared: &Shared,
+    policy: &writ_engine::Policy,
+    issuer: usize,
+    headers: &http::HeaderMap,
+    d: &Decision,
+) -> Introspected {
+    match (
+        writ_engine::authenticate::bearer(headers),
+        &policy.issuers[issuer].introspection,
+    ) {
+        (Ok(Some(token)), Some(endpoint)) => {
+            let exp = d
+                .token
+                .as_ref()
+                .and_then(|t| t.claims.times.as_ref().ok().and_then(|x| x.exp));
+            shared.introspector.ask(endpoint, token, exp).await
+        }
+        _ => Introspected::Unavailable,
+    }
 }
 
 pub async fn handle(
@@ -172,9 +200,10 @@ pub async fn handle(
     let cx = Ctx {
         config: shared.config.load_full(),
         shared,
-        rid: request_id(&parts),
+        rid: request_id(&parts.headers),
         method: parts.method.as_str().to_string(),
         start: Instant::now(),
+        frontend: Frontend::Proxy,
     };
     let (target, client_host) = match target_and_host(&parts) {
         Ok(x) => x,
@@ -199,6 +228,7 @@ pub async fn handle(
         host: client_host.as_deref(),
         headers: &parts.headers,
         form_body: form.as_deref(),
+        origin: writ_engine::request::Origin::Proxy,
     };
     let context = Context {
         now: Clock::System.now(),
@@ -212,19 +242,7 @@ pub async fn handle(
         // The action needs a live answer and every other check passed: ask the
         // issuer (or the cache), then decide again with the answer.
         let policy = &cx.config.policy;
-        let answer = match (
-            writ_engine::authenticate::bearer(&parts.headers),
-            &policy.issuers[issuer].introspection,
-        ) {
-            (Ok(Some(token)), Some(endpoint)) => {
-                let exp = d
-                    .token
-                    .as_ref()
-                    .and_then(|t| t.claims.times.as_ref().ok().and_then(|x| x.exp));
-                cx.shared.introspector.ask(endpoint, token, exp).await
-            }
-            _ => Introspected::Unavailable,
-        };
+        let answer = introspect(&cx.shared, policy, issuer, &parts.headers, &d).await;
         let again = Context {
             introspection: Some(answer),
             ..context
@@ -406,12 +424,17 @@ impl Ctx {
     }
 
     /// Stage 6: metrics and one decision-log line, exactly once per request.
-    fn record(&self, d: Option<&Decision>, o: Outcome<'_>) {
+    pub fn record(&self, d: Option<&Decision>, o: Outcome<'_>) {
         let label_action = o.action.unwrap_or(UNMATCHED);
         let metric_decision = o.labels.metric;
         let m = &self.shared.metrics;
         m.requests
-            .with_label_values(&[label_action, metric_decision, o.reason.as_str()])
+            .with_label_values(&[
+                label_action,
+                metric_decision,
+                o.reason.as_str(),
+                self.frontend.as_str(),
+            ])
             .inc();
         let elapsed = self.start.elapsed();
         m.request_duration
@@ -451,6 +474,7 @@ impl Ctx {
             basis: claims
                 .map(|c| Basis::of(c, &policy.bound_claims))
                 .unwrap_or_default(),
+            frontend: self.frontend.as_str(),
         });
     }
 }

@@ -9,7 +9,8 @@ use serde_json::json;
 use super::Body;
 use writ_engine::decision::Denial;
 
-pub fn problem(denial: &Denial, action: Option<&str>, request_id: &str) -> Response<Body> {
+/// The RFC 9457 body of a denial (the front doors send it too).
+pub fn problem_body(denial: &Denial, action: Option<&str>, request_id: &str) -> Vec<u8> {
     let body = json!({
         "type": "about:blank",
         "status": denial.status,
@@ -19,7 +20,11 @@ pub fn problem(denial: &Denial, action: Option<&str>, request_id: &str) -> Respo
         "action": action,
         "request_id": request_id,
     });
-    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+pub fn problem(denial: &Denial, action: Option<&str>, request_id: &str) -> Response<Body> {
+    let bytes = problem_body(denial, action, request_id);
     let mut resp = Response::new(full(Bytes::from(bytes)));
     *resp.status_mut() = StatusCode::from_u16(denial.status).unwrap_or(StatusCode::FORBIDDEN);
     let h = resp.headers_mut();

@@ -33,6 +33,8 @@ pub struct DecisionRecord {
     pub client_id: Option<String>,
     pub issuer: Option<String>,
     pub duration_us: u64,
+    /// The door the request came in through (`proxy`, `ext_authz_grpc`, `ext_authz_http`).
+    pub frontend: &'static str,
     /// Absent when the request was refused before it could be decided.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<Credential>,
@@ -195,6 +197,7 @@ mod tests {
             client_id: None,
             issuer: None,
             duration_us: 1,
+            frontend: "proxy",
             credential: Some(Credential::None),
             revocation: None,
             introspection: None,

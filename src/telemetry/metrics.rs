@@ -18,6 +18,29 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     pub decision_log_dropped: IntCounter,
     pub security_events: IntCounterVec,
+    /// Front-door calls refused because the peer is not a trusted proxy.
+    pub frontdoor_untrusted: IntCounterVec,
+}
+
+/// Which door a request came in through: the `frontend` label and log field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frontend {
+    /// writ's own proxy listener.
+    Proxy,
+    /// `envoy.service.auth.v3.Authorization/Check` (Envoy, Istio `CUSTOM`).
+    ExtAuthzGrpc,
+    /// Forward-auth (nginx `auth_request`, Traefik ForwardAuth, Caddy).
+    ExtAuthzHttp,
+}
+
+impl Frontend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Frontend::Proxy => "proxy",
+            Frontend::ExtAuthzGrpc => "ext_authz_grpc",
+            Frontend::ExtAuthzHttp => "ext_authz_http",
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -60,9 +83,9 @@ impl Metrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "writ_requests_total",
-                "Requests decided, by action, decision and reason",
+                "Requests decided, by action, decision, reason and frontend",
             ),
-            &["action", "decision", "reason"],
+            &["action", "decision", "reason", "frontend"],
         )?;
         let request_duration = HistogramVec::new(
             HistogramOpts::new(
@@ -125,7 +148,15 @@ impl Metrics {
             "writ_decision_log_dropped_total",
             "Decision-log lines dropped because the writer could not keep up",
         )?;
+        let frontdoor_untrusted = IntCounterVec::new(
+            Opts::new(
+                "writ_frontdoor_untrusted_total",
+                "Front-door calls refused because the peer is not in trusted_proxies",
+            ),
+            &["frontend"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(frontdoor_untrusted.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(decision_duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
@@ -157,6 +188,7 @@ impl Metrics {
             config_generation,
             build_info,
             decision_log_dropped,
+            frontdoor_untrusted,
         })
     }
 

@@ -120,6 +120,41 @@ pub fn rfc3339(unix: i64) -> String {
     )
 }
 
+/// Where a lenient backend would route `path` (query excluded): decoded once, `\`
+/// read as `/`, `;params` dropped (Tomcat), dot segments resolved. The front-door
+/// suites use it to prove no bypass target reached a protected resource.
+pub fn lenient_route(path: &str) -> Vec<String> {
+    let b = path.as_bytes();
+    let mut decoded = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        if b[i] == b'%'
+            && let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            decoded.push(v);
+            i += 3;
+            continue;
+        }
+        decoded.push(b[i]);
+        i += 1;
+    }
+    let decoded = String::from_utf8_lossy(&decoded).to_lowercase();
+    let mut resolved: Vec<String> = Vec::new();
+    for seg in decoded.split(['/', '\\']) {
+        match seg.split(';').next().unwrap_or_default() {
+            "" | "." => {}
+            ".." => {
+                resolved.pop();
+            }
+            s => resolved.push(s.to_string()),
+        }
+    }
+    resolved
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

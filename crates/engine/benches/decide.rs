@@ -108,6 +108,7 @@ fn decide_benches(c: &mut Criterion) {
         host: Some(HOST),
         headers: h,
         form_body: None,
+        origin: writ_engine::request::Origin::Proxy,
     };
     let authed = req(&with_token);
     let anonymous = req(&without_token);

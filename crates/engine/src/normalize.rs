@@ -5,7 +5,7 @@
 use crate::decision::{Denial, Reason, Staged, Steps};
 use crate::escape::{bad, decode_component, normalize_segment};
 use crate::policy::Policy;
-use crate::request::Request;
+use crate::request::{Origin, Request};
 use crate::vocab::{
     Choice, MAX_HEADER_FIELDS, METHOD_OVERRIDE_HEADERS, PathPolicy, STANDARD_METHODS,
     URL_OVERRIDE_HEADERS, header_is, parse_host,
@@ -68,7 +68,7 @@ fn run(policy: &Policy, req: &Request<'_>, steps: &mut Steps) -> Result<Normaliz
     steps.ran("normalize", "target");
     let mut target = normalize_target(req.target, &policy.requests.path)?;
     steps.ran("normalize", "override inputs");
-    let reject = policy.requests.method_override == Choice::Reject;
+    let reject = refuses_method_override(policy, req);
     if let Some(q) = &target.query
         && query_has_method_override(q)
     {
@@ -97,7 +97,34 @@ fn run(policy: &Policy, req: &Request<'_>, steps: &mut Steps) -> Result<Normaliz
             }
         }
     }
+    if req.origin == Origin::FrontDoor {
+        steps.ran("normalize", "front door: target as sent");
+        front_door_target(req.target, &target)?;
+    }
     Ok(Normalized { target, form_body })
+}
+
+/// A front door's mesh or ingress forwards its own copy of the request, not
+/// writ's normalized one: the decision holds for the backend only when
+/// normalization left the target exactly as sent (SPEC: Front doors).
+fn front_door_target(sent: &str, normalized: &NormalizedTarget) -> Result<(), Denial> {
+    if normalized.path_and_query() == sent {
+        return Ok(());
+    }
+    Err(Denial::new(
+        Reason::BadRequest,
+        format!(
+            "front door: the target is not in normal form (normalized: `{}`); \
+             the proxy in front must normalize paths before asking writ",
+            normalized.path
+        ),
+    ))
+}
+
+/// Whether `_method` (and the override headers) are refused rather than
+/// stripped: always at a front door, which cannot strip what it does not forward.
+fn refuses_method_override(policy: &Policy, req: &Request<'_>) -> bool {
+    policy.requests.method_override == Choice::Reject || req.origin == Origin::FrontDoor
 }
 
 /// Method rules and header rules that hold before the target is looked at.
@@ -148,14 +175,15 @@ fn admit(policy: &Policy, req: &Request<'_>) -> Result<(), Denial> {
             auth += 1;
         } else if n == "host" {
             hosts += 1;
-        } else if policy.requests.method_override == Choice::Reject
+        } else if refuses_method_override(policy, req)
             && METHOD_OVERRIDE_HEADERS.iter().any(|h| header_is(n, h))
         {
             return Err(Denial::new(
                 Reason::MethodOverride,
                 "method override headers are refused",
             ));
-        } else if policy.requests.url_override == Choice::Reject
+        } else if (policy.requests.url_override == Choice::Reject
+            || req.origin == Origin::FrontDoor)
             && URL_OVERRIDE_HEADERS.iter().any(|h| header_is(n, h))
         {
             return Err(Denial::new(

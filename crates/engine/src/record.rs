@@ -146,6 +146,9 @@ pub struct LoggedDecision {
     /// The introspection answer the decision used, if it needed one.
     #[serde(default)]
     pub introspection: Option<crate::decision::Introspected>,
+    /// The door it came in through (`proxy`, `ext_authz_grpc`, `ext_authz_http`).
+    #[serde(default)]
+    pub frontend: Option<String>,
     /// What the checks read from the token.
     #[serde(flatten)]
     pub basis: Basis,

@@ -14,7 +14,7 @@ use crate::decide::{Context, Decision, decide};
 use crate::decision::{Denial, Reason};
 use crate::policy::Policy;
 use crate::record::{Credential, LoggedDecision};
-use crate::request::Request;
+use crate::request::{Origin, Request};
 
 /// Why a line cannot be decided again. Each is a fact the log does not hold.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,6 +85,11 @@ pub fn replay(
         host: line.host.as_deref(),
         headers: &headers,
         form_body: None,
+        // A front door's line is decided again as a front door (its strictness rule).
+        origin: match line.frontend.as_deref() {
+            Some("ext_authz_grpc" | "ext_authz_http") => Origin::FrontDoor,
+            _ => Origin::Proxy,
+        },
     };
     let cx = Context {
         now,

@@ -22,6 +22,21 @@ pub struct Request<'a> {
     /// [`is_form_body`]), read by the caller up to [`MAX_FORM_BODY`] bytes:
     /// frameworks take `_method` from it. `None` where there is no body to read.
     pub form_body: Option<&'a [u8]>,
+    /// Who forwards the request after the decision (see [`Origin`]).
+    pub origin: Origin,
+}
+
+/// Who forwards the request once writ has decided.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// writ's own proxy: it forwards the normalized target, so what was
+    /// classified is what the backend receives.
+    #[default]
+    Proxy,
+    /// A front door (ext_authz, forward-auth): the mesh or ingress forwards its
+    /// own copy of the request, so a target that normalization would change
+    /// (or reject) is denied: writ cannot make normalize = forward true there.
+    FrontDoor,
 }
 
 /// Whether the request carries a form body that must be read before deciding

@@ -15,7 +15,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::policy::Policy;
-pub use settings::{Limits, LogTarget, Settings, TlsFiles, Upstream};
+pub use settings::{ExtAuthz, Limits, LogTarget, Settings, TlsFiles, Upstream};
 
 /// A loaded config file.
 #[derive(Debug)]

@@ -86,6 +86,22 @@ pub struct RawConfig {
     /// become revocation entries.
     #[serde(default)]
     pub signals: Vec<RawSignal>,
+    /// Front doors: decide for a mesh (Envoy/Istio ext_authz over gRPC) or an
+    /// ingress (HTTP forward-auth) instead of proxying. Listen only when set.
+    pub ext_authz: Option<Sp<RawExtAuthz>>,
+}
+
+/// `ext_authz:` (SPEC: Front doors).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawExtAuthz {
+    /// `envoy.service.auth.v3.Authorization/Check` listener, e.g. `127.0.0.1:9191`.
+    pub grpc: Option<Sp<String>>,
+    /// Forward-auth listener (nginx `auth_request`, Traefik ForwardAuth, Caddy
+    /// `forward_auth`), e.g. `127.0.0.1:9192`.
+    pub http: Option<Sp<String>>,
+    /// Peers (CIDR or single IP) allowed to call the front doors. Default loopback only.
+    pub trusted_proxies: Option<Vec<Sp<String>>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

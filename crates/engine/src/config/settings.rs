@@ -2,7 +2,7 @@
 //! log sink. They shape the server, not decisions; a reload applies the ones
 //! that can change live and reports the others by name.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -29,6 +29,28 @@ pub struct Settings {
     pub revocation_redis: Option<String>,
     /// `revocation.file`, resolved (read at every load; `writ revoke` writes it).
     pub revocation_file: Option<PathBuf>,
+    /// Front doors (ext_authz gRPC, forward-auth HTTP), when configured.
+    pub ext_authz: Option<ExtAuthz>,
+}
+
+/// The front doors' listeners and who may call them (`ext_authz:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtAuthz {
+    /// gRPC `envoy.service.auth.v3.Authorization` listener.
+    pub grpc: Option<SocketAddr>,
+    /// HTTP forward-auth listener.
+    pub http: Option<SocketAddr>,
+    /// Peers allowed to call either listener; everyone else is refused.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl ExtAuthz {
+    /// Whether `peer` may call a front door. An IPv4 peer on a dual-stack
+    /// socket arrives as `::ffff:a.b.c.d` and is compared as IPv4.
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.trusted_proxies.iter().any(|net| net.contains(&peer))
+    }
 }
 
 impl Settings {
@@ -57,14 +79,27 @@ impl Settings {
         if self.revocation_redis != new.revocation_redis {
             out.push("revocation.redis");
         }
+        let doors = |s: &Settings| s.ext_authz.as_ref().map(|e| (e.grpc, e.http));
+        if doors(self) != doors(new) {
+            out.push("ext_authz");
+        }
         out
     }
 
     /// `new`, except for the settings that need a restart, which stay as they are.
     pub fn live_part_of(&self, new: Settings) -> Settings {
+        // Who may call the front doors applies at once; their listeners do not.
+        let ext_authz = match (&self.ext_authz, new.ext_authz) {
+            (Some(old), Some(new)) => Some(ExtAuthz {
+                trusted_proxies: new.trusted_proxies,
+                ..old.clone()
+            }),
+            (old, _) => old.clone(),
+        };
         Settings {
             upstream: new.upstream,
             shutdown_grace: new.shutdown_grace,
+            ext_authz,
             ..self.clone()
         }
     }

@@ -82,3 +82,70 @@ fn send_timeout_defaults_to_30s_and_must_be_more_than_zero() {
         );
     }
 }
+
+#[test]
+fn ext_authz_listeners_and_trusted_proxies() {
+    assert_eq!(load_config(MINIMAL).unwrap().settings.ext_authz, None);
+    let text = format!(
+        "{MINIMAL}ext_authz:\n  grpc: 127.0.0.1:9191\n  http: 127.0.0.1:9192\n  trusted_proxies: [10.0.0.0/8, 192.168.1.7, \"fd00::/8\"]\n"
+    );
+    let e = load_config(&text).unwrap().settings.ext_authz.unwrap();
+    assert_eq!(e.grpc.unwrap().to_string(), "127.0.0.1:9191");
+    assert_eq!(e.http.unwrap().to_string(), "127.0.0.1:9192");
+    for (ip, trusted) in [
+        ("10.1.2.3", true),
+        ("192.168.1.7", true),
+        ("192.168.1.8", false),
+        ("127.0.0.1", false),
+        ("::ffff:10.0.0.1", true),
+        ("fd12::1", true),
+    ] {
+        assert_eq!(e.trusts(ip.parse().unwrap()), trusted, "{ip}");
+    }
+    // Absent list: loopback only.
+    let text = format!("{MINIMAL}ext_authz: {{ grpc: 127.0.0.1:9191 }}\n");
+    let e = load_config(&text).unwrap().settings.ext_authz.unwrap();
+    assert!(e.trusts("127.0.0.1".parse().unwrap()));
+    assert!(e.trusts("::1".parse().unwrap()));
+    assert!(!e.trusts("127.0.0.2".parse().unwrap()));
+    assert!(!e.trusts("10.0.0.1".parse().unwrap()));
+}
+
+#[test]
+fn ext_authz_errors_name_their_position() {
+    let text =
+        format!("{MINIMAL}ext_authz:\n  grpc: nowhere\n  trusted_proxies: [10.0.0.0/33, ok]\n");
+    let errs = load(&text).unwrap_err().0;
+    let at: Vec<(u64, u64)> = errs.iter().map(|e| (e.line, e.col)).collect();
+    assert_eq!(at, vec![(6, 9), (7, 21), (7, 34)], "{errs:#?}");
+    assert!(errs[1].message.contains("is not a CIDR"), "{errs:#?}");
+    let text = format!("{MINIMAL}ext_authz: {{ trusted_proxies: [] }}\n");
+    let errs = load(&text).unwrap_err().0;
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].message.contains("needs `grpc` or `http`"),
+        "{errs:#?}"
+    );
+    let text = format!("{MINIMAL}ext_authz: {{ grpc: 127.0.0.1:1, typo: 1 }}\n");
+    assert!(load(&text).is_err());
+}
+
+#[test]
+fn ext_authz_listeners_need_a_restart_but_trusted_proxies_apply_live() {
+    let a =
+        format!("{MINIMAL}ext_authz: {{ grpc: 127.0.0.1:9191, trusted_proxies: [127.0.0.1] }}\n");
+    let b =
+        format!("{MINIMAL}ext_authz: {{ grpc: 127.0.0.1:9191, trusted_proxies: [10.0.0.0/8] }}\n");
+    let c = format!("{MINIMAL}ext_authz: {{ grpc: 127.0.0.1:9999 }}\n");
+    let (a, b, c) = (
+        load_config(&a).unwrap().settings,
+        load_config(&b).unwrap().settings,
+        load_config(&c).unwrap().settings,
+    );
+    assert!(a.restart_needed(&b).is_empty());
+    let live = a.live_part_of(b.clone());
+    assert_eq!(live.ext_authz, b.ext_authz);
+    assert_eq!(a.restart_needed(&c), vec!["ext_authz"]);
+    let live = a.live_part_of(c);
+    assert_eq!(live.ext_authz.unwrap().grpc, a.ext_authz.unwrap().grpc);
+}

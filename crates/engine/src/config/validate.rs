@@ -12,7 +12,7 @@ use http::HeaderName;
 use jsonwebtoken::Algorithm;
 
 use super::raw::{self, RawConfig, RejectKeep, RejectStrip, Sp, TrailingSlash};
-use super::settings::{Limits, LogTarget, Settings, TlsFiles, Upstream};
+use super::settings::{ExtAuthz, Limits, LogTarget, Settings, TlsFiles, Upstream};
 use super::{Config, ConfigError, ConfigErrors, duration};
 use crate::authenticate::token::parse_alg;
 use crate::clock::Clock;
@@ -230,6 +230,7 @@ pub(super) fn compile(
     });
     let shutdown_grace = cx.duration(&raw.shutdown_grace, Duration::from_secs(10));
     let limits = limits(&mut cx, &raw.limits);
+    let ext_authz = raw.ext_authz.as_ref().map(|e| ext_authz(&mut cx, e));
 
     let mut router = Router::new(requests.case_sensitive);
     let mut actions: Vec<Action> = Vec::new();
@@ -355,6 +356,7 @@ pub(super) fn compile(
             limits,
             revocation_redis,
             revocation_file,
+            ext_authz,
         },
         watched_files: cx.watched,
     })
@@ -464,6 +466,47 @@ fn signal(cx: &mut Ctx<'_>, s: &raw::RawSignal) -> Transmitter {
         keys: Arc::new(ArcSwap::from_pointee(keys)),
         jwks_url,
         poll,
+    }
+}
+
+/// `ext_authz:`: at least one listener; trusted peers as CIDRs (a bare IP is
+/// one host), loopback only when the list is absent.
+fn ext_authz(cx: &mut Ctx<'_>, e: &Sp<raw::RawExtAuthz>) -> ExtAuthz {
+    let raw = e.get();
+    if raw.grpc.is_none() && raw.http.is_none() {
+        cx.err(e, "ext_authz needs `grpc` or `http` (a listener address)");
+    }
+    let grpc = raw.grpc.as_ref().map(|a| cx.addr(a));
+    let http = raw.http.as_ref().map(|a| cx.addr(a));
+    let trusted_proxies = match &raw.trusted_proxies {
+        None => vec![
+            ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])),
+            ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+        ],
+        Some(list) => list
+            .iter()
+            .filter_map(|c| {
+                let text = c.get().trim();
+                let net = text
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+                match net {
+                    Ok(n) => Some(n.trunc()),
+                    Err(_) => {
+                        cx.err(
+                            c,
+                            format!("`{text}` is not a CIDR (`10.0.0.0/8`) or an IP address"),
+                        );
+                        None
+                    }
+                }
+            })
+            .collect(),
+    };
+    ExtAuthz {
+        grpc,
+        http,
+        trusted_proxies,
     }
 }
 
