@@ -54,28 +54,37 @@ impl Default for Introspector {
 
 impl Introspector {
     /// The answer for `token` (whose `exp` is `exp`) from `endpoint`, cached.
+    /// Concurrent requests for one token wait for the first one's call (the
+    /// cache's placeholder) instead of calling the endpoint each.
     pub async fn ask(
         &self,
         endpoint: &Introspection,
         token: &str,
         exp: Option<f64>,
     ) -> Introspected {
-        let now = Clock::System.now();
-        if let Some((answer, until)) = self.cache.get(token)
-            && until > now
-        {
-            return answer;
-        }
+        let guard = loop {
+            let now = Clock::System.now();
+            match self.cache.get_value_or_guard_async(token).await {
+                Ok((answer, until)) if until > now => return answer,
+                // Lapsed: forget it and become (or wait for) the one who asks.
+                Ok(_) => {
+                    self.cache.remove(token);
+                }
+                Err(guard) => break guard,
+            }
+        };
         let answer = match self.request(endpoint, token).await {
             Ok(a) => a,
             Err(e) => {
+                // Not cached: dropping the guard lets the next request ask again.
                 tracing::warn!(introspection.url = %endpoint.url, error = %e, "Introspection failed; refusing (fail closed)");
                 return Introspected::Unavailable;
             }
         };
+        let now = Clock::System.now();
         let until = (now + endpoint.cache.as_secs_f64()).min(exp.unwrap_or(f64::INFINITY));
         if until > now {
-            self.cache.insert(token.to_string(), (answer, until));
+            let _ = guard.insert((answer, until));
         }
         answer
     }
@@ -101,7 +110,7 @@ impl Introspector {
             .header(header::AUTHORIZATION, format!("Basic {basic}"))
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;
-        let resp = tokio::time::timeout(TIMEOUT, client.request(req))
+        let resp = tokio::time::timeout(endpoint.timeout, client.request(req))
             .await
             .map_err(|_| "timed out".to_string())?
             .map_err(|e| e.to_string())?;
@@ -109,7 +118,7 @@ impl Introspector {
             return Err(format!("status {}", resp.status()));
         }
         let bytes = tokio::time::timeout(
-            TIMEOUT,
+            endpoint.timeout,
             Limited::new(resp.into_body(), MAX_ANSWER_BYTES).collect(),
         )
         .await
@@ -122,5 +131,38 @@ impl Introspector {
             Some(serde_json::Value::Bool(false)) => Ok(Introspected::Inactive),
             _ => Err("the answer has no boolean `active`".into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_placeholder_makes_one_loader() {
+        let cache: Arc<Cache<String, (Introspected, f64)>> = Arc::new(Cache::new(16));
+        let loads = Arc::new(AtomicUsize::new(0));
+        let mut hs = Vec::new();
+        for _ in 0..8 {
+            let (cache, loads) = (cache.clone(), loads.clone());
+            hs.push(tokio::spawn(async move {
+                match cache.get_value_or_guard_async("k").await {
+                    Ok(v) => v.0,
+                    Err(g) => {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        let _ = g.insert((Introspected::Active, f64::MAX));
+                        Introspected::Active
+                    }
+                }
+            }));
+        }
+        for h in hs {
+            assert_eq!(h.await.unwrap(), Introspected::Active);
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
     }
 }

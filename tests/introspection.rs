@@ -18,12 +18,15 @@ use support::{Backend, Config, Keys, Writ, closed_port_addr};
 
 const SECRET_VAR: &str = "WRIT_TEST_INTROSPECTION_SECRET";
 
-/// What the endpoint answers: 0 active, 1 inactive, 2 status 500, 3 garbage.
+/// What the endpoint answers: 0 active, 1 inactive, 2 status 500, 3 garbage, 4 active after
+/// 3 s (slower than the configured timeout). Each connection is served on its own thread,
+/// after `delay_ms`, so concurrent calls would be seen as such.
 struct Endpoint {
     addr: SocketAddr,
     mode: Arc<AtomicU8>,
     calls: Arc<AtomicUsize>,
     last: Arc<Mutex<(String, String)>>,
+    delay_ms: Arc<AtomicUsize>,
 }
 
 impl Endpoint {
@@ -33,43 +36,54 @@ impl Endpoint {
         let mode = Arc::new(AtomicU8::new(0));
         let calls = Arc::new(AtomicUsize::new(0));
         let last = Arc::new(Mutex::new((String::new(), String::new())));
-        let (m, c, lst) = (mode.clone(), calls.clone(), last.clone());
+        let delay_ms = Arc::new(AtomicUsize::new(0));
+        let (m, c, lst, dl) = (mode.clone(), calls.clone(), last.clone(), delay_ms.clone());
         std::thread::spawn(move || {
             for conn in l.incoming().take(500) {
                 let Ok(mut s) = conn else { continue };
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let (mut len, mut auth) = (0, String::new());
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
+                let (m, c, lst, dl) = (m.clone(), c.clone(), lst.clone(), dl.clone());
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(s.try_clone().unwrap());
+                    let (mut len, mut auth) = (0, String::new());
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                            break;
+                        }
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                        if lower.starts_with("authorization:") {
+                            auth = line["authorization:".len()..].trim().to_string();
+                        }
                     }
-                    let lower = line.to_ascii_lowercase();
-                    if let Some(v) = lower.strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                    if lower.starts_with("authorization:") {
-                        auth = line["authorization:".len()..].trim().to_string();
-                    }
-                }
-                let mut body = vec![0; len];
-                let _ = r.read_exact(&mut body);
-                c.fetch_add(1, Ordering::SeqCst);
-                *lst.lock().unwrap() = (auth, String::from_utf8_lossy(&body).into_owned());
-                let (status, text) = match m.load(Ordering::SeqCst) {
-                    0 => (
-                        "200 OK",
-                        json!({"active": true, "sub": "alice"}).to_string(),
-                    ),
-                    1 => ("200 OK", json!({"active": false}).to_string()),
-                    2 => ("500 Internal Server Error", "{}".to_string()),
-                    _ => ("200 OK", "not json".to_string()),
-                };
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
-                    text.len()
-                );
+                    let mut body = vec![0; len];
+                    let _ = r.read_exact(&mut body);
+                    c.fetch_add(1, Ordering::SeqCst);
+                    *lst.lock().unwrap() = (auth, String::from_utf8_lossy(&body).into_owned());
+                    let mode = m.load(Ordering::SeqCst);
+                    let (status, text) = match mode {
+                        0 | 4 => (
+                            "200 OK",
+                            json!({"active": true, "sub": "alice"}).to_string(),
+                        ),
+                        1 => ("200 OK", json!({"active": false}).to_string()),
+                        2 => ("500 Internal Server Error", "{}".to_string()),
+                        _ => ("200 OK", "not json".to_string()),
+                    };
+                    let wait = if mode == 4 {
+                        3000
+                    } else {
+                        dl.load(Ordering::SeqCst) as u64
+                    };
+                    std::thread::sleep(std::time::Duration::from_millis(wait));
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                        text.len()
+                    );
+                });
             }
         });
         Endpoint {
@@ -77,6 +91,7 @@ impl Endpoint {
             mode,
             calls,
             last,
+            delay_ms,
         }
     }
 }
@@ -103,7 +118,7 @@ fn start(url: &str, cache: &str) -> World {
     let keys = Keys::new();
     let backend = Backend::start();
     let issuers = format!(
-        "{}\n    introspection:\n      url: \"{url}\"\n      client_id: \"writ gw\"\n      client_secret_env: {SECRET_VAR}\n      cache: {cache}",
+        "{}\n    introspection:\n      url: \"{url}\"\n      client_id: \"writ gw\"\n      client_secret_env: {SECRET_VAR}\n      cache: {cache}\n      timeout: 1s",
         support::issuer_section("30s", Some("at+jwt"))
     );
     let config = Config::new(ACTIONS).set("issuers", &issuers);
@@ -240,5 +255,41 @@ fn introspect_without_an_issuer_endpoint_is_a_config_error() {
         )),
         "{}",
         out.dump()
+    );
+}
+
+#[test]
+fn a_slow_endpoint_times_out_into_a_503_instead_of_hanging() {
+    let ep = Endpoint::start();
+    ep.mode.store(4, Ordering::SeqCst);
+    let w = start(&format!("http://{}/introspect", ep.addr), "30s");
+    let token = w.keys.token().scope("payments:send").sign();
+    let started = std::time::Instant::now();
+    transfer(&w, &token).assert_problem(503, "introspection_unavailable");
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(2500),
+        "answered after {took:?}: the 1 s timeout must cut the 3 s endpoint off"
+    );
+    w.backend.assert_untouched();
+}
+
+#[test]
+fn concurrent_requests_for_one_token_share_one_call() {
+    let ep = Endpoint::start();
+    ep.delay_ms.store(400, Ordering::SeqCst);
+    let w = start(&format!("http://{}/introspect", ep.addr), "30s");
+    let token = w.keys.token().scope("payments:send").sign();
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| transfer(&w, &token).status))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(statuses, vec![200; 8]);
+    assert_eq!(
+        ep.calls.load(Ordering::SeqCst),
+        1,
+        "8 concurrent requests, one introspection call"
     );
 }

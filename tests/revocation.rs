@@ -350,3 +350,28 @@ fn explain_shows_the_entry_that_revokes_a_token() {
         out.dump()
     );
 }
+
+#[test]
+fn revoking_and_unrevoking_by_editing_the_file() {
+    let (_d, file) = revoked_file();
+    let env = file_env(&file);
+    let alice = token(&env, "alice");
+    let bob = token(&env, "bob");
+    assert_eq!(status(&env, &alice), 200);
+    // An operator's edit, comments and all.
+    fs::write(&file, "# incident 4711\nrevoked:\n  - { sub: alice }\n").unwrap();
+    assert!(eventually(|| (status(&env, &alice) == 401).then_some(())).is_some());
+    assert_eq!(status(&env, &bob), 200);
+    fs::write(&file, "revoked: []\n").unwrap();
+    assert!(eventually(|| (status(&env, &alice) == 200).then_some(())).is_some());
+    // An issuer entry cuts off every token of that issuer.
+    fs::write(
+        &file,
+        format!("revoked:\n  - {{ issuer: \"{}\" }}\n", support::ISSUER),
+    )
+    .unwrap();
+    assert!(
+        eventually(|| (status(&env, &alice) == 401 && status(&env, &bob) == 401).then_some(()))
+            .is_some()
+    );
+}

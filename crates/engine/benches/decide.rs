@@ -6,10 +6,14 @@
 //! * `decide/cold_es256`: no cache, so every call parses the token and verifies
 //!   the ES256 signature (aws-lc); expected to be dominated by the signature.
 //! * `decide/no_token_deny`: a protected action without a token (401 path).
+//! * `decide/cached_es256_revocation_1` and `..._1000000`: the cached case with a
+//!   revocation set of 1 and of 1,000,000 entries (none matching): the indexed
+//!   lookup must cost the same whatever the set's size.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // set-up failures abort the benchmark
 
 use std::hint::black_box;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -20,6 +24,7 @@ use serde_json::json;
 use writ_engine::authenticate::Credentials;
 use writ_engine::authenticate::cache::TokenCache;
 use writ_engine::decision::{Reason, Verdict};
+use writ_engine::revocation::{Entry, RevocationSet};
 use writ_engine::{Context, Request, decide};
 
 #[path = "support/policy.rs"]
@@ -163,6 +168,39 @@ fn decide_benches(c: &mut Criterion) {
             ))
         })
     });
+    for size in [1usize, 1_000_000] {
+        let set = RevocationSet::new(
+            (0..size).map(|i| {
+                Entry {
+                    jti: None,
+                    sub: Some(format!("user:{i}")),
+                    actor: None,
+                    issuer: None,
+                    issued_before: None,
+                    until: None,
+                }
+                .compile()
+                .expect("entry")
+            }),
+            now,
+        );
+        policy.revocation.shared.store(Arc::new(set));
+        let d = decide(&policy, &authed, &cx(Some(&cache), now));
+        assert!(
+            matches!(d.verdict, Verdict::Allow { .. }),
+            "revocation {size}: {}",
+            describe(&d.verdict)
+        );
+        g.bench_function(format!("cached_es256_revocation_{size}"), |b| {
+            b.iter(|| {
+                black_box(decide(
+                    &policy,
+                    black_box(&authed),
+                    &cx(Some(&cache), black_box(now)),
+                ))
+            })
+        });
+    }
     g.finish();
     assert_eq!(cache.len(), 1, "cached runs hit the one entry");
 }

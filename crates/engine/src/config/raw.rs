@@ -347,6 +347,8 @@ pub struct RawIntrospection {
     pub client_secret_env: Sp<String>,
     /// How long an answer is reused for the same token (never beyond its `exp`). Default `30s`.
     pub cache: Option<Sp<String>>,
+    /// How long one call may take; then the request is refused (503). Default `5s`.
+    pub timeout: Option<Sp<String>>,
 }
 
 /// A claim's expected value: YAML scalars only.

@@ -792,6 +792,7 @@ fn issuer(cx: &mut Ctx<'_>, i: &raw::RawIssuer) -> Issuer {
                 client_id: x.client_id.get().clone(),
                 client_secret_env: x.client_secret_env.get().clone(),
                 cache: cx.duration(&x.cache, Duration::from_secs(30)),
+                timeout: cx.duration(&x.timeout, Duration::from_secs(5)),
             }
         }),
     }

@@ -123,6 +123,8 @@ pub struct Introspection {
     pub client_secret_env: String,
     /// How long an answer is reused (never beyond the token's `exp`).
     pub cache: Duration,
+    /// How long one call may take before the request is refused (503).
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
