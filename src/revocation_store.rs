@@ -29,11 +29,17 @@ use writ_engine::revocation::{Compiled, Entry, RevocationSet};
 pub const SET_KEY: &str = "writ:revoked";
 /// Where changes are announced.
 pub const CHANGES: &str = "writ:revoked:changes";
+/// Security Event Tokens the fleet applied: `writ:ssf:seen:<issuer> <jti>`, expiring.
+pub const SEEN_PREFIX: &str = "writ:ssf:seen:";
 
 /// How often a quiet connection is pinged: a dead Redis is noticed within this.
 const PING_EVERY: Duration = Duration::from_secs(2);
 /// Changes arriving within this of each other are applied in one rebuild.
 const COALESCE: Duration = Duration::from_millis(20);
+/// ...but a burst is never held back longer than this.
+const COALESCE_AT_MOST: Duration = Duration::from_millis(100);
+/// Connecting, subscribing: a store that does not answer is down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Lapsed entries are dropped from the index this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -68,6 +74,8 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
     #[error("the change stream ended")]
     StreamEnded,
+    #[error("the store did not answer in time")]
+    Timeout,
 }
 
 async fn follow(url: String, f: Arc<Follower>, m: StoreMetrics) {
@@ -93,10 +101,20 @@ async fn session(
     backoff: &mut Duration,
 ) -> Result<(), StoreError> {
     let client = redis::Client::open(url)?;
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(CHANGES).await?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let members: Vec<String> = conn.smembers(SET_KEY).await?;
+    let late = |_| StoreError::Timeout;
+    let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
+        .await
+        .map_err(late)??;
+    tokio::time::timeout(CONNECT_TIMEOUT, pubsub.subscribe(CHANGES))
+        .await
+        .map_err(late)??;
+    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection())
+        .await
+        .map_err(late)??;
+    // A large set takes a while to transfer: more time, but not forever.
+    let members: Vec<String> = tokio::time::timeout(CONNECT_TIMEOUT * 6, conn.smembers(SET_KEY))
+        .await
+        .map_err(late)??;
     let mut entries: HashMap<String, Compiled> = HashMap::with_capacity(members.len());
     for m in members {
         add(&mut entries, &m);
@@ -118,15 +136,24 @@ async fn session(
             msg = stream.next() => {
                 let Some(msg) = msg else { return Err(StoreError::StreamEnded) };
                 apply(&mut entries, msg.get_payload_bytes());
-                // Coalesce a burst (an SSF storm, a scripted bulk revoke) into one rebuild.
-                while let Ok(Some(more)) = tokio::time::timeout(COALESCE, stream.next()).await {
+                // Coalesce a burst (an SSF storm, a scripted bulk revoke) into one
+                // rebuild, but never hold changes back longer than COALESCE_AT_MOST.
+                let until = tokio::time::Instant::now() + COALESCE_AT_MOST;
+                while let Ok(Ok(Some(more))) = tokio::time::timeout_at(
+                    until,
+                    tokio::time::timeout(COALESCE, stream.next()),
+                )
+                .await
+                {
                     apply(&mut entries, more.get_payload_bytes());
                 }
                 publish(f, m, &entries);
             }
             _ = ping.tick() => {
                 // In subscribed mode the answer is `["pong", ""]`, not `PONG`.
-                let _: redis::Value = sink.ping().await?;
+                let _: redis::Value = tokio::time::timeout(PING_EVERY, sink.ping())
+                    .await
+                    .map_err(|_| StoreError::Timeout)??;
             }
             _ = prune.tick() => publish(f, m, &entries),
         }
@@ -171,7 +198,7 @@ fn publish(f: &Follower, m: &StoreMetrics, entries: &HashMap<String, Compiled>) 
 pub mod admin {
     use redis::AsyncCommands;
 
-    use super::{CHANGES, SET_KEY};
+    use super::{CHANGES, SEEN_PREFIX, SET_KEY};
     use writ_engine::revocation::Entry;
 
     pub async fn add(url: &str, e: &Entry) -> redis::RedisResult<()> {
@@ -191,6 +218,23 @@ pub mod admin {
         let n: i64 = c.srem(SET_KEY, &json).await?;
         let _: i64 = c.publish(CHANGES, format!("-{json}")).await?;
         Ok(n > 0)
+    }
+
+    /// Whether the fleet already applied the Security Event Token `key`
+    /// (`<issuer> <jti>`).
+    pub async fn seen(url: &str, key: &str) -> redis::RedisResult<bool> {
+        let client = redis::Client::open(url)?;
+        let mut c = client.get_multiplexed_async_connection().await?;
+        c.exists(format!("{SEEN_PREFIX}{key}")).await
+    }
+
+    /// Records that the fleet applied SET `key`, for `secs` (after which an
+    /// old SET is refused by its `iat` anyway).
+    pub async fn mark_seen(url: &str, key: &str, secs: f64) -> redis::RedisResult<()> {
+        let client = redis::Client::open(url)?;
+        let mut c = client.get_multiplexed_async_connection().await?;
+        c.set_ex(format!("{SEEN_PREFIX}{key}"), 1, secs.ceil() as u64)
+            .await
     }
 
     pub async fn list(url: &str) -> redis::RedisResult<Vec<String>> {
@@ -262,7 +306,11 @@ pub mod file {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.writ-revoke.tmp"));
+        // Unique per writer, so two writers never clobber each other's half-written file.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let tmp = dir.join(format!(".{name}.{}.{nanos}.tmp", std::process::id()));
         std::fs::write(&tmp, text).map_err(io)?;
         std::fs::rename(&tmp, p).map_err(io)?;
         Ok(())

@@ -234,6 +234,19 @@ impl Server {
         // Every connection holds a slot; connections beyond the limit wait in the
         // kernel's backlog, not in memory. Draining = getting every slot back.
         let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+        tokio::pin!(shutdown);
+        if let Some(f) = shared.revocation.clone() {
+            // Fail closed: nothing is decided before the shared revocation set
+            // has loaded once. Readiness already says so; this also holds for a
+            // pod reached directly, without a readiness gate. Connections wait
+            // in the kernel's backlog meanwhile.
+            while !f.loaded() {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = &mut shutdown => return,
+                }
+            }
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let doors = doors.start(&shared, &stop_rx);
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -251,7 +264,6 @@ impl Server {
             .max_concurrent_streams(limits.max_h2_streams)
             .max_header_list_size(MAX_HEAD_BYTES as u32);
         let builder = Arc::new(builder);
-        tokio::pin!(shutdown);
         loop {
             let slot = tokio::select! {
                 s = slots.clone().acquire_owned() => match s {

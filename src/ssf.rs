@@ -81,7 +81,19 @@ impl Receiver {
             }
         };
         let issuer = config.signals[ev.transmitter].issuer.as_str();
-        if self.seen_before(&ev.jti, now) {
+        // One SET at a time: a replay is recognized under the same lock that
+        // applies, so two copies of one SET are never both applied.
+        let _one = self.writing.lock().await;
+        // Scoped by transmitter, and shared by the fleet through Redis (a SET
+        // captured once must not be replayed to another replica, or after a
+        // restart, to lift a revocation).
+        let seen_key = format!("{issuer} {}", ev.jti);
+        let seen = self.seen_before(&seen_key, now)
+            || match &config.settings.revocation_redis {
+                Some(url) => admin::seen(url, &seen_key).await?,
+                None => false,
+            };
+        if seen {
             for e in &ev.events {
                 metrics
                     .with_label_values(&[issuer, e.kind.label(), "duplicate"])
@@ -89,7 +101,6 @@ impl Receiver {
             }
             return Ok(Outcome::Accepted);
         }
-        let _one = self.writing.lock().await;
         for e in &ev.events {
             let result = match &e.effect {
                 Effect::Revoke(entry) => {
@@ -111,21 +122,31 @@ impl Receiver {
                 .with_label_values(&[issuer, e.kind.label(), result])
                 .inc();
         }
-        self.remember(ev.jti, now);
+        // Remembered only once applied: a SET the store could not take is not
+        // acknowledged, and its retry must not count as a replay.
+        if let Some(url) = &config.settings.revocation_redis {
+            admin::mark_seen(
+                url,
+                &seen_key,
+                signals::MAX_AGE_SECS + signals::IAT_LEEWAY_SECS,
+            )
+            .await?;
+        }
+        self.remember(seen_key, now);
         Ok(Outcome::Accepted)
     }
 
-    fn seen_before(&self, jti: &str, now: f64) -> bool {
+    fn seen_before(&self, key: &str, now: f64) -> bool {
         self.seen
             .lock()
-            .map(|m| m.get(jti).is_some_and(|&until| until > now))
+            .map(|m| m.get(key).is_some_and(|&until| until > now))
             .unwrap_or(false)
     }
 
-    fn remember(&self, jti: String, now: f64) {
+    fn remember(&self, key: String, now: f64) {
         if let Ok(mut m) = self.seen.lock() {
             m.retain(|_, until| *until > now);
-            m.insert(jti, now + signals::MAX_AGE_SECS + signals::IAT_LEEWAY_SECS);
+            m.insert(key, now + signals::MAX_AGE_SECS + signals::IAT_LEEWAY_SECS);
         }
     }
 }

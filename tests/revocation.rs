@@ -312,6 +312,20 @@ fn a_replica_is_not_ready_before_its_first_load_of_the_store() {
     std::thread::sleep(Duration::from_millis(800));
     let r = try_request(w.admin_addr(), "GET", "/readyz", &[], b"").unwrap();
     assert_eq!(r.status, 503, "ready without the revocation set");
+    // Fail closed, also for a client that ignores readiness: nothing is decided yet.
+    let token = keys.token().scope("items:read").sign();
+    let mut c = support::RawConn::connect(w.addr()).unwrap();
+    c.set_read_timeout(Duration::from_millis(500)).unwrap();
+    c.send(
+        format!("GET /items/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    assert!(
+        c.read_response(false).is_err(),
+        "answered before the set loaded"
+    );
+    assert_eq!(backend.count(), 0);
     let _redis = Redis::start_on(port);
     w.wait_ready(Duration::from_secs(10)).unwrap();
 }

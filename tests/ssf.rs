@@ -345,5 +345,10 @@ fn an_event_received_by_one_replica_revokes_across_the_fleet() {
         both.is_some(),
         "replica b did not follow the event received by a"
     );
+    // The same SET replayed to the other replica is recognized fleet-wide (Redis), not
+    // applied again: a captured `account-enabled` cannot lift a later revocation.
+    assert_eq!(push(&b, &set, "application/secevent+jwt").status, 202);
+    assert_eq!(events(&b, "credential-compromise", "duplicate"), 1.0);
+    assert_eq!(events(&b, "credential-compromise", "applied"), 0.0);
     drop(redis);
 }

@@ -37,6 +37,8 @@ struct Chunk {
 
 #[derive(Debug, thiserror::Error)]
 enum ReplayError {
+    #[error("a replay worker failed; the report would be incomplete")]
+    Worker,
     #[error("cannot read {}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -77,11 +79,19 @@ fn replay_files(policy: &Policy, logs: &[PathBuf]) -> Result<Report, ReplayError
             .collect();
         let read = read_chunks(logs, |c| tx.send(c).is_ok());
         drop(tx);
-        let mut parts: Vec<(usize, Report)> = handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect();
+        let mut parts: Vec<(usize, Report)> = Vec::new();
+        let mut crashed = false;
+        for h in handles {
+            match h.join() {
+                Ok(p) => parts.extend(p),
+                // A worker that died lost its lines: an error, never a short report.
+                Err(_) => crashed = true,
+            }
+        }
         read?;
+        if crashed {
+            return Err(ReplayError::Worker);
+        }
         parts.sort_by_key(|(seq, _)| *seq);
         let mut report = Report::default();
         for (_, r) in parts {

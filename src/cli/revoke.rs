@@ -98,9 +98,12 @@ fn store(args: &Args) -> Result<Store, RevokeError> {
 
 /// A time as given, written back in one canonical form (UTC, seconds): an
 /// entry's text is its identity in the store, so `--remove` must spell it alike.
-fn canonical_time(t: &Option<String>) -> Result<Option<String>, RevokeError> {
+/// `round_up`: a fractional cut-off (`issued_before`) rounds up, so no token of
+/// that second escapes it.
+fn canonical_time(t: &Option<String>, round_up: bool) -> Result<Option<String>, RevokeError> {
     let Some(s) = t else { return Ok(None) };
     let secs = writ_engine::clock::rfc3339_seconds(s).map_err(|_| RevokeError::Time(s.clone()))?;
+    let secs = if round_up { secs.ceil() } else { secs.floor() };
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(secs.max(0.0));
     Ok(Some(humantime::format_rfc3339_seconds(at).to_string()))
 }
@@ -111,8 +114,8 @@ fn entry(args: &Args) -> Result<Entry, RevokeError> {
         sub: args.sub.clone(),
         actor: args.actor.clone(),
         issuer: args.issuer.clone(),
-        issued_before: canonical_time(&args.issued_before)?,
-        until: canonical_time(&args.until)?,
+        issued_before: canonical_time(&args.issued_before, true)?,
+        until: canonical_time(&args.until, false)?,
     };
     e.clone().compile()?;
     Ok(e)

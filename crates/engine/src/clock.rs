@@ -47,7 +47,12 @@ impl Clock {
 /// (`+01:00`), fractional seconds allowed.
 pub fn rfc3339_seconds(s: &str) -> Result<f64, ClockError> {
     // humantime reads UTC only: take a numeric offset off and apply it here.
-    let (utc, offset) = match s.len().checked_sub(6).map(|i| s.split_at(i)) {
+    let split = s
+        .len()
+        .checked_sub(6)
+        .filter(|&i| s.is_char_boundary(i))
+        .map(|i| s.split_at(i));
+    let (utc, offset) = match split {
         Some((head, tail))
             if tail.len() == 6
                 && matches!(tail.as_bytes()[0], b'+' | b'-')
@@ -85,5 +90,7 @@ mod tests {
         assert_eq!(rfc3339_seconds("2027-01-15T08:00:00.5Z").unwrap(), z + 0.5);
         assert!(rfc3339_seconds("2027-01-15T08:00:00+1x:00").is_err());
         assert!(rfc3339_seconds("tomorrow").is_err());
+        // Multi-byte characters where the offset would be: an error, never a panic.
+        assert!(rfc3339_seconds("2027-01-15T08:00:00ééé€").is_err());
     }
 }

@@ -30,6 +30,9 @@ pub enum Credential {
 /// The claims a decision rested on. Absent fields were absent from the token.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Basis {
+    /// `jti`: an identifier, not a credential (revocation entries name it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
     /// `scope` / `scp`, split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<String>>,
@@ -79,6 +82,11 @@ impl Basis {
             .and_then(Value::as_f64)
             .map(number);
         Basis {
+            jti: claims
+                .raw
+                .get("jti")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             scopes: claims.scopes.as_ref().ok().cloned(),
             aud: claims.aud.clone(),
             iat: date(|t| t.iat),
@@ -189,6 +197,7 @@ impl LoggedDecision {
         put("iss", self.issuer.clone().map(Value::String));
         put("sub", self.subject.clone().map(Value::String));
         put("client_id", self.client_id.clone().map(Value::String));
+        put("jti", b.jti.clone().map(Value::String));
         put(
             "aud",
             b.aud

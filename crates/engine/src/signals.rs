@@ -305,10 +305,14 @@ fn effect(kind: EventKind, payload: &Map<String, Value>, top: Option<&Value>, ia
         Ok(x) => x,
         Err(why) => return Effect::Ignore(why),
     };
+    // An event cannot be later than its SET (a far-future time would revoke
+    // forever, and overflow the date arithmetic).
     let at = payload
         .get("event_timestamp")
         .and_then(Value::as_f64)
-        .unwrap_or(iat);
+        .filter(|t| t.is_finite())
+        .unwrap_or(iat)
+        .clamp(0.0, iat);
     let entry = |before: Option<f64>| Entry {
         jti: None,
         sub: Some(sub.clone()),

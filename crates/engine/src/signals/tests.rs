@@ -167,3 +167,15 @@ fn refusals_carry_the_rfc_8935_codes() {
     c.as_object_mut().unwrap().remove("jti");
     assert_eq!(code(&sign_with("secevent+jwt", &c)), "invalid_request");
 }
+
+#[test]
+fn an_event_time_after_its_set_is_clamped_to_the_set() {
+    let far = set(
+        json!({caep("session-revoked"): {"subject": iss_sub("alice"), "event_timestamp": 1.0e30}}),
+    );
+    let ev = verify(&transmitters(), &sign_with("secevent+jwt", &far), NOW).unwrap();
+    let Effect::Revoke(e) = &ev.events[0].effect else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(e.issued_before.as_deref(), Some("2027-01-15T07:59:56Z"));
+}
