@@ -149,6 +149,9 @@ pub async fn ask(shared: &Arc<Shared>, frontend: Frontend, asked: &Asked<'_>) ->
         };
         d = decide(&cx.config.policy, &request, &again);
     }
+    if cx.shared.log.enabled() {
+        d.credential = writ_engine::decide::logged_credential(d.credential, asked.headers);
+    }
     cx.shared
         .metrics
         .decision_duration

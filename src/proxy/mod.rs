@@ -249,6 +249,9 @@ pub async fn handle(
         };
         d = decide(policy, &request, &again);
     }
+    if cx.shared.log.enabled() {
+        d.credential = writ_engine::decide::logged_credential(d.credential, &parts.headers);
+    }
     cx.shared
         .metrics
         .decision_duration

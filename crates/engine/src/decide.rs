@@ -57,9 +57,11 @@ pub struct Decision {
     /// The time it was decided at ([`Context::now`]); the decision log's `ts`.
     pub now: f64,
     /// What became of the request's credential (for the decision log).
+    /// `None` also when authentication never ran: whether a token was sent
+    /// then is [`logged_credential`]'s business, paid only when logging.
     pub credential: Credential,
     /// The revocation entry that refused the token (`explain`; the log records its kind).
-    pub revoked: Option<Entry>,
+    pub revoked: Option<Box<Entry>>,
     /// Set when the action needs introspection and [`Context::introspection`] had
     /// no answer: the issuer to ask (index). The caller asks, then decides again
     /// with the answer; a caller that cannot ask keeps the 503.
@@ -86,19 +88,17 @@ pub fn decide(policy: &Policy, req: &Request<'_>, cx: &Context<'_>) -> Decision 
         introspected: None,
     };
     d.verdict = run(policy, req, cx, &mut d);
-    if d.credential == Credential::None && sent_token(req, cx) {
-        // Decided before authentication looked at the token.
-        d.credential = Credential::Unchecked;
-    }
     d
 }
 
-/// Whether the request carries a token (a `Basic` header is none; a malformed
-/// `Bearer` header is one).
-fn sent_token(req: &Request<'_>, cx: &Context<'_>) -> bool {
-    match cx.credentials {
-        Credentials::Claims(_) | Credentials::Refused(_) => true,
-        Credentials::Header => !matches!(bearer(req.headers), Ok(None)),
+/// The credential as the decision log records it: a decision that never
+/// reached authentication (`None`) is `Unchecked` when the request carried a
+/// token (a `Basic` header is none; a malformed `Bearer` header is one). Kept
+/// out of [`decide`] so that only a request that is logged pays for it.
+pub fn logged_credential(c: Credential, headers: &http::HeaderMap) -> Credential {
+    match c {
+        Credential::None if !matches!(bearer(headers), Ok(None)) => Credential::Unchecked,
+        c => c,
     }
 }
 
@@ -163,7 +163,7 @@ fn run(policy: &Policy, req: &Request<'_>, cx: &Context<'_>, d: &mut Decision) -
     d.token = Some(token.clone());
     if let Err(e) = take(cx, d, check_revocation(policy, &token, cx.now)) {
         d.credential = Credential::Rejected;
-        d.revoked = policy.revocation.find(&token.claims, cx.now);
+        d.revoked = policy.revocation.find(&token.claims, cx.now).map(Box::new);
         return audit_or_deny(mode, e, false);
     }
     d.credential = Credential::Verified;

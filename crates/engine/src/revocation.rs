@@ -218,7 +218,15 @@ impl RevocationSet {
 
     /// The first entry that revokes a token with these claims at `now`.
     pub fn find(&self, c: &Claims, now: f64) -> Option<&Entry> {
-        let jti = c.raw.get("jti").and_then(serde_json::Value::as_str);
+        // The common case, no revocations at all, costs one comparison.
+        if self.entries.is_empty() {
+            return None;
+        }
+        let jti = if self.by_jti.is_empty() {
+            None
+        } else {
+            c.raw.get("jti").and_then(serde_json::Value::as_str)
+        };
         let actors = c.act.as_deref().unwrap_or(&[]);
         let candidates = jti
             .and_then(|j| self.by_jti.get(j))
