@@ -198,21 +198,7 @@ fn through_envoy_allow_denials_spoofing_and_audit() {
     assert_eq!(resp.status, 200, "{}", resp.describe());
     let seen = env.backend.single();
     assert_eq!(seen.target, "/profile?q=1");
-    assert_eq!(
-        seen.header_folded("x-writ-subject"),
-        vec!["alice"],
-        "{seen:#?}"
-    );
-    assert_eq!(
-        seen.header_folded("x-writ-action"),
-        vec!["profile"],
-        "{seen:#?}"
-    );
-    assert!(seen.header_folded("x-writ-actor").is_empty(), "{seen:#?}");
-    assert!(
-        seen.header_folded("x-forwarded-user").is_empty(),
-        "{seen:#?}"
-    );
+    seen.assert_writ_identity("alice", "profile");
     assert_eq!(seen.header("authorization"), Some(auth.as_str()));
     // The decision log and metrics name the front door.
     let rid = seen

@@ -116,21 +116,7 @@ fn through_caddy_allow_denials_spoofing_audit_and_bypasses() {
     assert_eq!(resp.status, 200, "{}", resp.describe());
     let seen = env.backend.single();
     assert_eq!(seen.target, "/profile?q=1");
-    assert_eq!(
-        seen.header_folded("x-writ-subject"),
-        vec!["alice"],
-        "{seen:#?}"
-    );
-    assert_eq!(
-        seen.header_folded("x-writ-action"),
-        vec!["profile"],
-        "{seen:#?}"
-    );
-    assert!(seen.header_folded("x-writ-actor").is_empty(), "{seen:#?}");
-    assert!(
-        seen.header_folded("x-forwarded-user").is_empty(),
-        "{seen:#?}"
-    );
+    seen.assert_writ_identity("alice", "profile");
     env.backend.clear();
 
     // Caddy passes writ's denial through: SPEC's status, challenge and body.

@@ -145,21 +145,7 @@ fn through_nginx_allow_denials_spoofing_and_audit() {
     assert_eq!(resp.status, 200, "{}", resp.describe());
     let seen = env.backend.single();
     assert_eq!(seen.target, "/profile?q=1");
-    assert_eq!(
-        seen.header_folded("x-writ-subject"),
-        vec!["alice"],
-        "{seen:#?}"
-    );
-    assert_eq!(
-        seen.header_folded("x-writ-action"),
-        vec!["profile"],
-        "{seen:#?}"
-    );
-    assert!(seen.header_folded("x-writ-actor").is_empty(), "{seen:#?}");
-    assert!(
-        seen.header_folded("x-forwarded-user").is_empty(),
-        "{seen:#?}"
-    );
+    seen.assert_writ_identity("alice", "profile");
     let rid = seen
         .header("x-request-id")
         .expect("writ's request id")

@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,23 +43,12 @@ impl Endpoint {
                 let Ok(mut s) = conn else { continue };
                 let (m, c, lst, dl) = (m.clone(), c.clone(), lst.clone(), dl.clone());
                 std::thread::spawn(move || {
-                    let mut r = BufReader::new(s.try_clone().unwrap());
-                    let (mut len, mut auth) = (0, String::new());
-                    loop {
-                        let mut line = String::new();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                            break;
-                        }
-                        let lower = line.to_ascii_lowercase();
-                        if let Some(v) = lower.strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                        if lower.starts_with("authorization:") {
-                            auth = line["authorization:".len()..].trim().to_string();
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    let _ = r.read_exact(&mut body);
+                    let (headers, body) = support::read_request(&s);
+                    let auth = headers
+                        .iter()
+                        .find(|(k, _)| k == "authorization")
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default();
                     c.fetch_add(1, Ordering::SeqCst);
                     *lst.lock().unwrap() = (auth, String::from_utf8_lossy(&body).into_owned());
                     let mode = m.load(Ordering::SeqCst);

@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -254,20 +254,7 @@ impl PollServer {
             let mut pending = Some(sets);
             for conn in l.incoming().take(200) {
                 let Ok(mut c) = conn else { continue };
-                let mut r = BufReader::new(c.try_clone().unwrap());
-                let mut len = 0;
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    let lower = line.to_ascii_lowercase();
-                    if let Some(v) = lower.strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0; len];
-                let _ = r.read_exact(&mut body);
+                let (_, body) = support::read_request(&c);
                 let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 seen.lock().unwrap().push(v);
                 let answer =

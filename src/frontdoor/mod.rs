@@ -19,12 +19,10 @@ use ::http::{HeaderMap, HeaderName, HeaderValue};
 use crate::proxy::forward::is_client_forbidden;
 use crate::proxy::{Ctx, Outcome, Shared, request_id};
 use crate::telemetry::metrics::Frontend;
-use writ_engine::authenticate::Credentials;
-use writ_engine::clock::Clock;
+use writ_engine::Request;
 use writ_engine::decision::{Denial, Labels, Verdict};
 use writ_engine::policy::Policy;
 use writ_engine::request::Origin;
-use writ_engine::{Context, Request, decide};
 
 /// The mesh or ingress sets its own `X-Forwarded-Proto` before asking (Envoy's
 /// connection manager does); removing it would take it from the backend too.
@@ -129,33 +127,7 @@ pub async fn ask(shared: &Arc<Shared>, frontend: Frontend, asked: &Asked<'_>) ->
         form_body: None,
         origin: Origin::FrontDoor,
     };
-    let context = Context {
-        now: Clock::System.now(),
-        credentials: &Credentials::Header,
-        cache: Some(&cx.shared.cache),
-        trace: false,
-        introspection: None,
-    };
-    let decided = Instant::now();
-    let mut d = decide(&cx.config.policy, &request, &context);
-    if let Some(issuer) = d.introspect {
-        // As in the proxy: every other check passed; ask, then decide again.
-        let answer =
-            crate::proxy::introspect(&cx.shared, &cx.config.policy, issuer, asked.headers, &d)
-                .await;
-        let again = Context {
-            introspection: Some(answer),
-            ..context
-        };
-        d = decide(&cx.config.policy, &request, &again);
-    }
-    if cx.shared.log.enabled() {
-        d.credential = writ_engine::decide::logged_credential(d.credential, asked.headers);
-    }
-    cx.shared
-        .metrics
-        .decision_duration
-        .observe(decided.elapsed().as_secs_f64());
+    let d = crate::proxy::decide_live(&cx.shared, &cx.config.policy, &request).await;
     let policy = &cx.config.policy;
     let action = d.action.map(|i| policy.action(i).name.as_str());
     let permit = match &d.verdict {

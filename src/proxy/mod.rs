@@ -167,9 +167,45 @@ pub struct Outcome<'a> {
     pub status: u16,
 }
 
+/// The one decision of a live request, for the proxy and the front doors: the
+/// engine decides; when the action needs introspection (and every other check
+/// passed), the issuer (or the cache) is asked and the engine decides again with
+/// the answer. Times the decision and fills the credential the log records.
+pub async fn decide_live(
+    shared: &Shared,
+    policy: &writ_engine::Policy,
+    request: &EngineRequest<'_>,
+) -> Decision {
+    let decided = Instant::now();
+    let context = Context {
+        now: Clock::System.now(),
+        credentials: &Credentials::Header,
+        cache: Some(&shared.cache),
+        trace: false,
+        introspection: None,
+    };
+    let mut d = decide(policy, request, &context);
+    if let Some(issuer) = d.introspect {
+        let answer = introspect(shared, policy, issuer, request.headers, &d).await;
+        let again = Context {
+            introspection: Some(answer),
+            ..context
+        };
+        d = decide(policy, request, &again);
+    }
+    if shared.log.enabled() {
+        d.credential = writ_engine::decide::logged_credential(d.credential, request.headers);
+    }
+    shared
+        .metrics
+        .decision_duration
+        .observe(decided.elapsed().as_secs_f64());
+    d
+}
+
 /// Asks `issuer`'s introspection endpoint (or the cache) about the request's
 /// bearer token: what [`Decision::introspect`] asks for.
-pub async fn introspect(
+async fn introspect(
     shared: &Shared,
     policy: &writ_engine::Policy,
     issuer: usize,
@@ -221,7 +257,6 @@ pub async fn handle(
         (None, Some(body))
     };
     // Deciding time excludes the wait for a form body.
-    let decided = Instant::now();
     let request = EngineRequest {
         method: &cx.method,
         target: &target,
@@ -230,32 +265,7 @@ pub async fn handle(
         form_body: form.as_deref(),
         origin: writ_engine::request::Origin::Proxy,
     };
-    let context = Context {
-        now: Clock::System.now(),
-        credentials: &Credentials::Header,
-        cache: Some(&cx.shared.cache),
-        trace: false,
-        introspection: None,
-    };
-    let mut d = decide(&cx.config.policy, &request, &context);
-    if let Some(issuer) = d.introspect {
-        // The action needs a live answer and every other check passed: ask the
-        // issuer (or the cache), then decide again with the answer.
-        let policy = &cx.config.policy;
-        let answer = introspect(&cx.shared, policy, issuer, &parts.headers, &d).await;
-        let again = Context {
-            introspection: Some(answer),
-            ..context
-        };
-        d = decide(policy, &request, &again);
-    }
-    if cx.shared.log.enabled() {
-        d.credential = writ_engine::decide::logged_credential(d.credential, &parts.headers);
-    }
-    cx.shared
-        .metrics
-        .decision_duration
-        .observe(decided.elapsed().as_secs_f64());
+    let d = decide_live(&cx.shared, &cx.config.policy, &request).await;
 
     let permit = match &d.verdict {
         Verdict::Deny(e) => return Ok(cx.reject(Some(&d), e)),

@@ -186,6 +186,27 @@ impl Recorded {
             .collect()
     }
 
+    /// Asserts the backend saw writ's identity for an undelegated `subject` on `action`, and
+    /// none of the client's spellings: no actor, no `X-Forwarded-User` (any case, `_` or `-`).
+    #[track_caller]
+    pub fn assert_writ_identity(&self, subject: &str, action: &str) {
+        assert_eq!(
+            self.header_folded("x-writ-subject"),
+            vec![subject],
+            "{self:#?}"
+        );
+        assert_eq!(
+            self.header_folded("x-writ-action"),
+            vec![action],
+            "{self:#?}"
+        );
+        assert!(self.header_folded("x-writ-actor").is_empty(), "{self:#?}");
+        assert!(
+            self.header_folded("x-forwarded-user").is_empty(),
+            "{self:#?}"
+        );
+    }
+
     /// The path part of the target (before `?`).
     pub fn path(&self) -> &str {
         self.target.split('?').next().unwrap_or("")

@@ -407,3 +407,28 @@ pub fn chunked(body: &[u8], chunk: usize) -> Vec<u8> {
     out.extend_from_slice(b"0\r\n\r\n");
     out
 }
+
+/// One HTTP/1.1 request read off `stream` by a test's own tiny server: the header fields
+/// (names lowercased, values trimmed) and the `Content-Length` body.
+pub fn read_request(stream: &std::net::TcpStream) -> (Vec<(String, String)>, Vec<u8>) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut r = BufReader::new(stream);
+    let mut headers = Vec::new();
+    let mut len = 0;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+            if k == "content-length" {
+                len = v.parse().unwrap_or(0);
+            }
+            headers.push((k, v));
+        }
+    }
+    let mut body = vec![0; len];
+    let _ = r.read_exact(&mut body);
+    (headers, body)
+}
