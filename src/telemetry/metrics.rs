@@ -12,6 +12,9 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     pub decision_duration: Histogram,
     pub upstream_errors: IntCounterVec,
+    /// 1 while an upstream answers (real traffic or its health check), 0 once it
+    /// does not.
+    pub upstream_up: IntGaugeVec,
     pub jwks_refresh: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
@@ -121,9 +124,16 @@ impl Metrics {
         let upstream_errors = IntCounterVec::new(
             Opts::new(
                 "writ_upstream_errors_total",
-                "Upstream failures by kind: connect, timeout, reset, tls, protocol",
+                "Upstream failures by upstream and kind: connect, timeout, reset, tls, protocol",
             ),
-            &["kind"],
+            &["upstream", "kind"],
+        )?;
+        let upstream_up = IntGaugeVec::new(
+            Opts::new(
+                "writ_upstream_up",
+                "1 while the upstream answers (requests or health checks), 0 when it does not",
+            ),
+            &["upstream"],
         )?;
         let jwks_refresh = IntCounterVec::new(
             Opts::new(
@@ -160,6 +170,7 @@ impl Metrics {
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(decision_duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(upstream_up.clone()))?;
         registry.register(Box::new(jwks_refresh.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(config_generation.clone()))?;
@@ -183,6 +194,7 @@ impl Metrics {
             request_duration,
             decision_duration,
             upstream_errors,
+            upstream_up,
             jwks_refresh,
             config_reloads,
             config_generation,

@@ -15,7 +15,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::policy::Policy;
-pub use settings::{ExtAuthz, Limits, LogTarget, Settings, TlsFiles, Upstream};
+pub use settings::{ExtAuthz, HealthCheck, Limits, LogTarget, Settings, TlsFiles, Upstream};
 
 /// A loaded config file.
 #[derive(Debug)]
@@ -30,6 +30,21 @@ pub struct Config {
     pub findings: Vec<lint::Finding>,
     /// Shared Signals transmitters (`signals:`).
     pub signals: Vec<crate::signals::Transmitter>,
+}
+
+impl Config {
+    /// Index into `settings.upstreams` of where a request decided as `action`
+    /// goes (the action's upstream; `defaults.upstream` when unmatched).
+    pub fn upstream_index(&self, action: Option<usize>) -> usize {
+        action.map_or(self.policy.defaults.upstream, |i| {
+            self.policy.action(i).upstream
+        })
+    }
+
+    /// The upstream a request decided as `action` goes to.
+    pub fn upstream_for(&self, action: Option<usize>) -> &Upstream {
+        &self.settings.upstreams[self.upstream_index(action)]
+    }
 }
 
 /// One problem in a config file.
