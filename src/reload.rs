@@ -187,8 +187,7 @@ fn try_reload(shared: &Shared, path: &Path, trigger: &str) -> Result<(), Vec<Str
     }
     shared
         .metrics
-        .config_generation
-        .set(new.policy.generation as i64);
+        .set_config(new.policy.generation, &new.digest);
     shared.forwarding.store(Arc::new(forwarding));
     shared.config.store(new);
     shared

@@ -142,7 +142,7 @@ impl Server {
         config.policy.generation = 1;
         let settings = &config.settings;
         let metrics = Metrics::new()?;
-        metrics.config_generation.set(1);
+        metrics.set_config(1, &config.digest);
         let log = DecisionLog::start(&settings.decision_log, metrics.decision_log_dropped.clone())
             .map_err(ServeError::DecisionLog)?;
         let tls = match &settings.tls {

@@ -458,6 +458,14 @@ impl Ctx {
                 self.frontend.as_str(),
             ])
             .inc();
+        if metric_decision == Labels::AUDIT_DENY.metric
+            && let Some(i) = d.and_then(|d| d.action)
+            && self.config.policy.action(i).execution
+        {
+            m.audit_execution_denials
+                .with_label_values(&[label_action])
+                .inc();
+        }
         let elapsed = self.start.elapsed();
         m.request_duration
             .with_label_values(&[label_action])

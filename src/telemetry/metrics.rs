@@ -18,6 +18,12 @@ pub struct Metrics {
     pub jwks_refresh: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
+    /// `writ_config_info{digest}`: 1 for the config in force (alerts compare replicas).
+    pub config_info: IntGaugeVec,
+    /// 1 while `/readyz` would answer 200; set when scraped.
+    pub ready: IntGauge,
+    /// Would-be denials of execution actions in audit mode (a rollout not yet safe).
+    pub audit_execution_denials: IntCounterVec,
     pub build_info: IntGaugeVec,
     pub decision_log_dropped: IntCounter,
     pub security_events: IntCounterVec,
@@ -150,6 +156,24 @@ impl Metrics {
             "writ_config_generation",
             "Generation of the config in force",
         )?;
+        let config_info = IntGaugeVec::new(
+            Opts::new(
+                "writ_config_info",
+                "1 for the config in force, by the SHA-256 digest of its text (same file, same digest on every replica)",
+            ),
+            &["digest"],
+        )?;
+        let ready = IntGauge::new(
+            "writ_ready",
+            "1 while /readyz answers 200 (keys loaded, revocation store loaded, not shutting down)",
+        )?;
+        let audit_execution_denials = IntCounterVec::new(
+            Opts::new(
+                "writ_audit_execution_denials_total",
+                "Requests to execution actions in audit mode that enforcement would refuse, by action",
+            ),
+            &["action"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("writ_build_info", "Build information"),
             &["version"],
@@ -174,6 +198,9 @@ impl Metrics {
         registry.register(Box::new(jwks_refresh.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(config_generation.clone()))?;
+        registry.register(Box::new(config_info.clone()))?;
+        registry.register(Box::new(ready.clone()))?;
+        registry.register(Box::new(audit_execution_denials.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
         registry.register(Box::new(decision_log_dropped.clone()))?;
         build_info
@@ -198,10 +225,20 @@ impl Metrics {
             jwks_refresh,
             config_reloads,
             config_generation,
+            config_info,
+            ready,
+            audit_execution_denials,
             build_info,
             decision_log_dropped,
             frontdoor_untrusted,
         })
+    }
+
+    /// Marks `digest` as the config in force (the previous one's series goes).
+    pub fn set_config(&self, generation: u64, digest: &str) {
+        self.config_generation.set(generation as i64);
+        self.config_info.reset();
+        self.config_info.with_label_values(&[digest]).set(1);
     }
 
     /// Prometheus text exposition.

@@ -30,6 +30,9 @@ pub struct Config {
     pub findings: Vec<lint::Finding>,
     /// Shared Signals transmitters (`signals:`).
     pub signals: Vec<crate::signals::Transmitter>,
+    /// SHA-256 of the config text (16 hex digits): equal on every replica that
+    /// runs the same file, whatever its reload history (`writ_config_info`).
+    pub digest: String,
 }
 
 impl Config {
@@ -136,7 +139,15 @@ pub fn load_str(
             message: plain_message(&e),
         }])
     })?;
-    validate::compile(raw, file, base, source)
+    let mut config = validate::compile(raw, file, base, source)?;
+    config.digest = digest(text);
+    Ok(config)
+}
+
+/// The first 16 hex digits of the SHA-256 of `text`.
+fn digest(text: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// serde-saphyr's message without its own " at line L, column C" suffix.

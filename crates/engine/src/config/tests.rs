@@ -271,3 +271,18 @@ fn upstream_changes_apply_live() {
     assert!(!old.restart_needed(&new).contains(&"upstream"));
     assert_eq!(old.live_part_of(new.clone()).upstreams, new.upstreams);
 }
+
+#[test]
+fn the_digest_names_the_text_not_the_load() {
+    let a = load_config(MINIMAL).unwrap().digest;
+    assert_eq!(a.len(), 16);
+    assert_eq!(
+        a,
+        load_config(MINIMAL).unwrap().digest,
+        "same text, same digest"
+    );
+    let b = load_config(&format!("{MINIMAL}# a comment\n"))
+        .unwrap()
+        .digest;
+    assert_ne!(a, b, "any edit is a different config text");
+}

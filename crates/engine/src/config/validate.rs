@@ -354,6 +354,7 @@ pub(super) fn compile(
             ext_authz,
         },
         watched_files: cx.watched,
+        digest: String::new(),
     })
 }
 
