@@ -426,3 +426,63 @@ fn config_errors_for_upstreams_name_file_line_and_column() {
         out.dump()
     );
 }
+
+#[test]
+fn a_request_in_flight_finishes_on_an_upstream_a_reload_removes() {
+    let keys = Keys::new();
+    let slow = Backend::start_with(BackendOptions {
+        delay: Duration::from_millis(1500),
+        ..BackendOptions::default()
+    });
+    let fast = Backend::start();
+    let config = |upstreams: &str, action_upstream: &str| {
+        Config::new(&format!(
+            "  - {{ name: report, methods: [GET], path: /report, public: true, upstream: {action_upstream} }}"
+        ))
+        .unset("upstream")
+        .set("upstreams", upstreams)
+        .set("defaults", "\n  upstream: fast")
+        .render()
+    };
+    let both = format!(
+        "\n  slow: {{ url: \"{}\" }}\n  fast: {{ url: \"{}\" }}",
+        slow.url(),
+        fast.url()
+    );
+    let writ = Writ::start(&config(&both, "slow"), "unused", &keys);
+    let addr = writ.addr();
+    let in_flight = thread::spawn(move || request(addr, "GET", "/report", &[], b""));
+    assert_eq!(
+        eventually(|| (slow.count() == 1).then_some(())),
+        Some(()),
+        "the request reached the slow upstream"
+    );
+    // While it waits there, `slow` is removed and the action moves to `fast`.
+    let only_fast = format!("\n  fast: {{ url: \"{}\" }}", fast.url());
+    let text = writ.fill(&config(&only_fast, "fast"), "unused", &keys);
+    fs::write(writ.config_path(), text).unwrap();
+    assert_eq!(
+        eventually(|| (writ.metric("writ_config_generation", &[]) == 2.0).then_some(())),
+        Some(()),
+        "{}",
+        writ.stderr()
+    );
+    let r = writ.get("/report", None);
+    assert_eq!(r.status, 200);
+    assert_eq!(fast.count(), 1, "new requests go to the new upstream");
+    let old = in_flight.join().expect("in-flight request");
+    assert_eq!(
+        old.status,
+        200,
+        "finished on the removed upstream: {}",
+        old.describe()
+    );
+    assert_eq!(old.body, b"backend-ok");
+    let lines = writ.wait_log_lines(2);
+    let mut upstreams: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l["upstream"].as_str())
+        .collect();
+    upstreams.sort_unstable();
+    assert_eq!(upstreams, ["fast", "slow"], "{lines:#?}");
+}
