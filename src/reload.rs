@@ -163,6 +163,13 @@ fn try_reload(shared: &Shared, path: &Path, trigger: &str) -> Result<(), Vec<Str
         );
     }
     new.settings = old.settings.live_part_of(new.settings);
+    // The clients for the new upstreams (an unchanged upstream keeps its client
+    // and warm pool; requests in flight keep the client they started with until
+    // they finish). The last step that can fail; it starts health checks.
+    let new = Arc::new(new);
+    let previous = shared.forwarding.load_full();
+    let forwarding = Forwarding::build(new.clone(), Some(&previous), &shared.metrics)
+        .map_err(|e| vec![e.to_string()])?;
     let (added, removed, modified) = diff(&old.policy, &new.policy);
     tracing::info!(
         trigger,
@@ -174,13 +181,6 @@ fn try_reload(shared: &Shared, path: &Path, trigger: &str) -> Result<(), Vec<Str
         modified = ?modified,
         "Config reloaded"
     );
-    // Last, as it starts health checks: the clients for the new upstreams (an
-    // unchanged upstream keeps its client and warm pool; requests in flight keep
-    // the client they started with until they finish).
-    let new = Arc::new(new);
-    let previous = shared.forwarding.load_full();
-    let forwarding = Forwarding::build(new.clone(), Some(&previous), &shared.metrics)
-        .map_err(|e| vec![e.to_string()])?;
     for gone in previous.removed_in(&forwarding) {
         // A removed upstream's last state must not stay behind as "down".
         let _ = shared.metrics.upstream_up.remove_label_values(&[gone]);

@@ -154,8 +154,10 @@ impl Upstream {
         let up = match tokio::time::timeout(wait, self.client.request(req)).await {
             Ok(Ok(resp)) => {
                 let ok = resp.status().is_success() || resp.status().is_redirection();
-                // Drain so the connection goes back to the pool.
-                let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+                // Drain so the connection goes back to the pool; bounded, as an
+                // endless body must not stall the checks.
+                let drain = http_body_util::BodyExt::collect(resp.into_body());
+                let _ = tokio::time::timeout(wait, drain).await;
                 ok
             }
             Ok(Err(_)) | Err(_) => false,
