@@ -80,6 +80,13 @@ pub async fn watch(
 ) {
     let mut files = shared.config.load().watched_files.clone();
     let mut last = stamps(&files);
+    // The config was loaded before this watcher took its first stamps: a write in
+    // between would look like no change at all. The digest of the text in force
+    // tells; a differing file is reloaded at once.
+    let written = std::fs::read_to_string(&path).map(|t| writ_engine::config::digest(&t));
+    if written.is_ok_and(|d| d != shared.config.load().digest) {
+        last.clear();
+    }
     loop {
         let by_signal = tokio::select! {
             _ = tokio::time::sleep(POLL) => false,

@@ -486,3 +486,46 @@ fn a_request_in_flight_finishes_on_an_upstream_a_reload_removes() {
     upstreams.sort_unstable();
     assert_eq!(upstreams, ["fast", "slow"], "{lines:#?}");
 }
+
+#[test]
+fn a_reload_whose_upstream_cannot_be_built_keeps_the_running_config() {
+    let g = start_gateway();
+    let bad_ca = g.writ.dir().join("not-a-ca.pem");
+    fs::write(
+        &bad_ca,
+        "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let broken = gateway_config(
+        &g.jobs.url(),
+        &format!("https://127.0.0.1:{}", g.admin.addr.port()),
+        &bad_ca.display().to_string(),
+        ("", ""),
+    );
+    fs::write(
+        g.writ.config_path(),
+        g.writ.fill(&broken, "unused", &g.keys),
+    )
+    .unwrap();
+    let failed = eventually_within(Duration::from_secs(10), || {
+        (g.writ
+            .metric("writ_config_reloads_total", &[("result", "failure")])
+            >= 1.0)
+            .then_some(())
+    });
+    assert_eq!(failed, Some(()), "{}", g.writ.stderr());
+    assert!(
+        g.writ.stderr().contains("admin"),
+        "the error names the upstream: {}",
+        g.writ.stderr()
+    );
+    g.writ.assert_metric("writ_config_generation", &[], 1.0);
+    let r = post(&g, "/users/5/reset", "users:reset");
+    assert_eq!(
+        r.status,
+        200,
+        "the previous admin client still serves: {}",
+        r.describe()
+    );
+    assert_eq!(g.admin.requests().len(), 1);
+}

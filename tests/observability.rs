@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::process::Command;
 
+use std::time::Duration;
+
 use serde_json::Value;
 use support::*;
 
@@ -257,17 +259,17 @@ fn every_metric_label_and_value_the_alerts_and_dashboard_use_is_in_a_real_scrape
     assert_eq!(writ.get("/legacy", None).status, 502);
     let good = fs::read_to_string(writ.config_path()).unwrap_or_default();
     fs::write(writ.config_path(), "listen: [not an address\n").unwrap_or_else(|e| panic!("{e}"));
-    let failed = eventually(|| {
+    let failed = eventually_within(Duration::from_secs(10), || {
         (writ.metric("writ_config_reloads_total", &[("result", "failure")]) >= 1.0).then_some(())
     });
     assert_eq!(failed, Some(()), "{}", writ.stderr());
     fs::write(writ.config_path(), good).unwrap_or_else(|e| panic!("{e}"));
-    let reloaded = eventually(|| {
+    let reloaded = eventually_within(Duration::from_secs(10), || {
         (writ.metric("writ_config_reloads_total", &[("result", "success")]) >= 1.0).then_some(())
     });
     assert_eq!(reloaded, Some(()), "{}", writ.stderr());
     drop(jwks_server);
-    let refresh_failed = eventually(|| {
+    let refresh_failed = eventually_within(Duration::from_secs(10), || {
         (writ.metric("writ_jwks_refresh_total", &[("result", "failure")]) >= 1.0).then_some(())
     });
     assert_eq!(refresh_failed, Some(()), "{}", writ.metrics());

@@ -133,6 +133,19 @@ fn start_base() -> (Env, String) {
 
 // === triggers ===
 
+/// A write that lands between the startup load and the watcher's first look (the moment
+/// readiness turns green) is applied, not mistaken for the file the process loaded.
+#[test]
+fn a_write_right_after_startup_is_picked_up() {
+    let env = Env::start(BASE);
+    let text = text_for(&env, WITH_REPORTS);
+    fs::write(env.writ.config_path(), text).unwrap();
+    let since = Instant::now();
+    let token = env.token(SCOPES);
+    assert_reports_allowed_soon(&env, &token, since);
+    assert_one_successful_reload(&env);
+}
+
 #[test]
 fn in_place_write_of_the_config_file_is_picked_up() {
     let (env, token) = start_base();

@@ -144,8 +144,8 @@ pub fn load_str(
     Ok(config)
 }
 
-/// The first 16 hex digits of the SHA-256 of `text`.
-fn digest(text: &str) -> String {
+/// The first 16 hex digits of the SHA-256 of `text` ([`Config::digest`]).
+pub fn digest(text: &str) -> String {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
     d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
