@@ -3,8 +3,6 @@
 //! client's `Connection` names, every client spelling of writ's identity headers
 //! and override headers, then sets the verified identity.
 
-use std::net::SocketAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 
@@ -46,6 +44,12 @@ fn nominated(headers: &HeaderMap) -> Vec<String> {
 
 /// Removes hop-by-hop headers and the ones `Connection` nominates (responses too).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most requests carry none: one pass over the names instead of nine removals,
+    // each of which hashes and probes. `Connection` is one of them, so nothing it
+    // could nominate is missed.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     for n in nominated(headers) {
         // `Connection: x-writ-subject` must never reach our own identity headers:
         // they are set after this runs, so removing here is harmless.
@@ -121,7 +125,8 @@ pub struct Outbound<'a> {
     pub target: &'a NormalizedTarget,
     pub action: Option<&'a str>,
     pub request_id: &'a str,
-    pub peer: SocketAddr,
+    /// The client's IP address (`ConnInfo::peer_ip`).
+    pub peer_ip: &'a HeaderValue,
     pub tls: bool,
     /// Host as the client addressed it (Host or :authority).
     pub host: Option<&'a str>,
@@ -131,14 +136,20 @@ pub struct Outbound<'a> {
 pub fn prepare(parts: &mut Parts, out: &Outbound<'_>) -> Result<(), http::Error> {
     let p = out.policy;
     let up = out.upstream;
-    let uri = format!(
-        "{}://{}{}{}",
-        if up.scheme_https { "https" } else { "http" },
-        up.authority,
-        up.base_path,
-        out.target.path_and_query()
+    // Appended, not `format!`ed, and handed over without a copy.
+    let target = out.target.path_and_query();
+    let scheme = if up.scheme_https {
+        "https://"
+    } else {
+        "http://"
+    };
+    let mut uri = String::with_capacity(
+        scheme.len() + up.authority.len() + up.base_path.len() + target.len(),
     );
-    parts.uri = uri.parse()?;
+    for part in [scheme, &up.authority, &up.base_path, &target] {
+        uri.push_str(part);
+    }
+    parts.uri = http::Uri::from_maybe_shared(bytes::Bytes::from(uri))?;
     parts.version = http::Version::HTTP_11;
     let h = &mut parts.headers;
     strip_hop_by_hop(h);
@@ -175,12 +186,19 @@ pub fn prepare(parts: &mut Parts, out: &Outbound<'_>) -> Result<(), http::Error>
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if out.tls { "https" } else { "http" }),
     );
-    let ip = out.peer.ip().to_string();
-    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
+    // A previous value that is not plain ASCII is dropped, not extended.
+    let xff = match h.get(&X_FORWARDED_FOR).filter(|v| v.to_str().is_ok()) {
+        Some(prev) => {
+            let mut joined = Vec::with_capacity(prev.len() + 2 + out.peer_ip.len());
+            for part in [prev.as_bytes(), b", ", out.peer_ip.as_bytes()] {
+                joined.extend_from_slice(part);
+            }
+            // Both parts were valid header values, so the join is one too.
+            HeaderValue::from_bytes(&joined).ok()
+        }
+        None => Some(out.peer_ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         h.insert(X_FORWARDED_FOR, v);
     }
     if let Ok(v) = HeaderValue::from_str(out.request_id) {
