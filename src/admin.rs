@@ -34,11 +34,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n", plain)
             }
         }
-        ("GET", "/metrics") => text(
-            StatusCode::OK,
-            shared.metrics.render(),
-            "text/plain; version=0.0.4; charset=utf-8",
-        ),
+        ("GET", "/metrics") => {
+            shared.metrics.ready.set(i64::from(shared.ready()));
+            text(
+                StatusCode::OK,
+                shared.metrics.render(),
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+        }
         ("POST", "/ssf/events") if !shared.config.load().signals.is_empty() => {
             ssf_push(&shared, req).await
         }

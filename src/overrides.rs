@@ -19,10 +19,11 @@ pub const UPSTREAM_ADDR: &str = "WRIT_UPSTREAM_ADDR";
 
 /// An override variable whose value cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[error("{var}: `{value}` is not a HOST:PORT socket address")]
-pub struct OverrideError {
-    var: &'static str,
-    value: String,
+pub enum OverrideError {
+    #[error("{var}: `{value}` is not a HOST:PORT socket address")]
+    NotAnAddress { var: &'static str, value: String },
+    #[error("{UPSTREAM_ADDR} needs a config with exactly one upstream")]
+    SeveralUpstreams,
 }
 
 /// Applies the override variables that are set to `settings`.
@@ -34,7 +35,12 @@ pub fn apply(settings: &mut Settings) -> Result<(), OverrideError> {
         settings.admin = addr;
     }
     if let Some(addr) = socket_addr(UPSTREAM_ADDR)? {
-        settings.upstream.authority = addr.to_string();
+        // A sidecar fronts one app: with several upstreams, which one the
+        // variable means would be a guess.
+        match settings.upstreams.as_mut_slice() {
+            [one] => one.authority = addr.to_string(),
+            _ => return Err(OverrideError::SeveralUpstreams),
+        }
     }
     Ok(())
 }
@@ -44,7 +50,7 @@ fn socket_addr(var: &'static str) -> Result<Option<SocketAddr>, OverrideError> {
         Ok(value) if !value.is_empty() => value
             .parse()
             .map(Some)
-            .map_err(|_| OverrideError { var, value }),
+            .map_err(|_| OverrideError::NotAnAddress { var, value }),
         _ => Ok(None),
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::proxy::Shared;
-use crate::proxy::upstream::Upstream;
+use crate::proxy::upstream::Forwarding;
 use writ_engine::policy::Policy;
 
 const POLL: Duration = Duration::from_millis(250);
@@ -162,11 +162,6 @@ fn try_reload(shared: &Shared, path: &Path, trigger: &str) -> Result<(), Vec<Str
             "Settings changed that take effect after a restart; the rest of the reload applies"
         );
     }
-    if new.settings.upstream != old.settings.upstream {
-        let u =
-            Upstream::new(&new.settings.upstream).map_err(|e| vec![format!("upstream: {e}")])?;
-        shared.upstream.store(Arc::new(u));
-    }
     new.settings = old.settings.live_part_of(new.settings);
     let (added, removed, modified) = diff(&old.policy, &new.policy);
     tracing::info!(
@@ -179,11 +174,22 @@ fn try_reload(shared: &Shared, path: &Path, trigger: &str) -> Result<(), Vec<Str
         modified = ?modified,
         "Config reloaded"
     );
+    // Last, as it starts health checks: the clients for the new upstreams (an
+    // unchanged upstream keeps its client and warm pool; requests in flight keep
+    // the client they started with until they finish).
+    let new = Arc::new(new);
+    let previous = shared.forwarding.load_full();
+    let forwarding = Forwarding::build(new.clone(), Some(&previous), &shared.metrics)
+        .map_err(|e| vec![e.to_string()])?;
+    for gone in previous.removed_in(&forwarding) {
+        // A removed upstream's last state must not stay behind as "down".
+        let _ = shared.metrics.upstream_up.remove_label_values(&[gone]);
+    }
     shared
         .metrics
-        .config_generation
-        .set(new.policy.generation as i64);
-    shared.config.store(Arc::new(new));
+        .set_config(new.policy.generation, &new.digest);
+    shared.forwarding.store(Arc::new(forwarding));
+    shared.config.store(new);
     shared
         .metrics
         .config_reloads

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::proxy::body::{Guarded, SendClock};
-use crate::proxy::upstream::Upstream;
+use crate::proxy::upstream::Forwarding;
 use crate::proxy::{ConnInfo, Shared, handle};
 use crate::telemetry::decision_log::DecisionLog;
 use crate::telemetry::metrics::Metrics;
@@ -102,6 +102,8 @@ pub enum ServeError {
     DecisionLog(std::io::Error),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Upstream(#[from] crate::proxy::upstream::ForwardingError),
     #[error("cannot listen on {0}{1}: {2}")]
     Listen(SocketAddr, &'static str, std::io::Error),
     #[error("{0}")]
@@ -140,7 +142,7 @@ impl Server {
         config.policy.generation = 1;
         let settings = &config.settings;
         let metrics = Metrics::new()?;
-        metrics.config_generation.set(1);
+        metrics.set_config(1, &config.digest);
         let log = DecisionLog::start(&settings.decision_log, metrics.decision_log_dropped.clone())
             .map_err(ServeError::DecisionLog)?;
         let tls = match &settings.tls {
@@ -156,7 +158,6 @@ impl Server {
         let doors = FrontDoors::bind(settings.ext_authz.as_ref()).await?;
         let proxy_addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
         let admin_addr = admin_listener.local_addr().map_err(ServeError::LocalAddr)?;
-        let upstream = Upstream::new(&settings.upstream)?;
         let jwks = crate::jwks::JwksRegistry::default();
         jwks.attach(&mut config.policy, &metrics.jwks_refresh);
         jwks.attach_signals(&mut config, &metrics.jwks_refresh);
@@ -168,9 +169,11 @@ impl Server {
             }
             None => None,
         };
+        let config = Arc::new(config);
+        let forwarding = Forwarding::build(config.clone(), None, &metrics)?;
         let shared = Arc::new(Shared {
-            upstream: ArcSwap::from_pointee(upstream),
-            config: ArcSwap::from_pointee(config),
+            forwarding: ArcSwap::from_pointee(forwarding),
+            config: ArcSwap::new(config),
             cache: TokenCache::new(DEFAULT_CACHE_BYTES),
             metrics,
             log,

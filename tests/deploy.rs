@@ -336,3 +336,122 @@ fn the_binary_needs_only_what_distroless_cc_provides() {
         );
     }
 }
+
+/// Seconds of a writ duration such as `20s` or `1m` (the forms the gateway policy uses).
+fn seconds(d: &str) -> u64 {
+    let (n, unit) = d.split_at(d.len() - 1);
+    let n: u64 = n.parse().unwrap_or_else(|_| panic!("duration `{d}`"));
+    match unit {
+        "s" => n,
+        "m" => n * 60,
+        _ => panic!("duration `{d}`"),
+    }
+}
+
+#[test]
+fn gateway_fleet_renders_validates_and_drains_before_it_is_killed() {
+    let Some(yaml) = kustomize(&repo_path("deploy/kustomize/gateway")) else {
+        return;
+    };
+    validate_text("deploy/kustomize/gateway", &yaml);
+    let objs = objects(&yaml);
+    assert!(
+        objs.iter().all(|o| o["metadata"]["namespace"] == "legacy"),
+        "everything beside the legacy services"
+    );
+
+    // The ConfigMap is the shipped example byte for byte (its cases run in CI), and it
+    // is what the pods mount.
+    let cm = find(&objs, "ConfigMap", "writ-gateway-config");
+    let policy = cm["data"]["writ.yaml"].as_str().unwrap();
+    let example =
+        fs::read_to_string(repo_path("config/examples/two-service-gateway.yaml")).unwrap();
+    assert_eq!(
+        policy, example,
+        "deploy/kustomize/gateway/writ.yaml drifted from the example"
+    );
+    let dep = find(&objs, "Deployment", "writ-gateway");
+    let pod = &dep["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"][0]["configMap"]["name"],
+        cm["metadata"]["name"]
+    );
+    let config: Value = serde_saphyr::from_str(policy).unwrap();
+    let upstreams = config["upstreams"].as_object().unwrap();
+    assert_eq!(upstreams.len(), 2, "two legacy services");
+
+    // A fleet: three replicas spread over zones and nodes, never two down at once.
+    assert_eq!(dep["spec"]["replicas"], 3);
+    let spread = pod["topologySpreadConstraints"].as_array().unwrap();
+    let keys: Vec<&str> = spread
+        .iter()
+        .map(|s| s["topologyKey"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+    );
+    assert_eq!(
+        pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+            ["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    let pdb = find(&objs, "PodDisruptionBudget", "writ-gateway");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    let hpa = find(&objs, "HorizontalPodAutoscaler", "writ-gateway");
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "writ-gateway");
+    assert_eq!(hpa["spec"]["minReplicas"], 3);
+    assert_eq!(hpa["spec"]["metrics"][0]["resource"]["name"], "cpu");
+
+    // Probes on the admin port; the admin listener is reachable from the pod network.
+    let c = &pod["containers"][0];
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["port"], "admin");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["port"], "admin");
+    let admin_port = c["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "admin")
+        .unwrap()["containerPort"]
+        .clone();
+    assert_eq!(config["admin"], format!("0.0.0.0:{admin_port}"));
+
+    // Endpoints drain during preStop, then writ drains in-flight requests within
+    // shutdown_grace, all before the kubelet's SIGKILL.
+    let pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+        .as_u64()
+        .unwrap();
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    let shutdown_grace = seconds(config["shutdown_grace"].as_str().unwrap());
+    assert!(pre_stop >= 5, "preStop {pre_stop}s");
+    assert!(
+        grace > pre_stop + shutdown_grace,
+        "terminationGracePeriodSeconds {grace} must exceed preStop {pre_stop} + shutdown_grace {shutdown_grace}"
+    );
+
+    // Only the gateway reaches the legacy services.
+    for (policy, app) in [
+        ("legacy-jobs-only-from-writ", "legacy-jobs"),
+        ("legacy-admin-only-from-writ", "legacy-admin"),
+    ] {
+        let np = find(&objs, "NetworkPolicy", policy);
+        assert_eq!(np["spec"]["podSelector"]["matchLabels"]["app"], app);
+        let from = np["spec"]["ingress"].as_array().unwrap();
+        assert_eq!(from.len(), 1);
+        assert_eq!(from[0]["from"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            from[0]["from"][0]["podSelector"]["matchLabels"]["app"],
+            "writ-gateway"
+        );
+    }
+    let svc = find(&objs, "Service", "writ-gateway");
+    let names: Vec<&str> = svc["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["http", "admin"]);
+}

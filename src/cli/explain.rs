@@ -8,6 +8,7 @@ use serde_json::json;
 
 use writ_engine::authenticate::Credentials;
 use writ_engine::clock::Clock;
+use writ_engine::config::Upstream;
 use writ_engine::decision::Verdict;
 use writ_engine::policy::Policy;
 use writ_engine::record::LoggedDecision;
@@ -118,29 +119,40 @@ struct Shown {
 }
 
 pub fn run(args: Args) -> u8 {
-    let policy = match writ_engine::config::load(&args.config) {
-        Ok(c) => c.policy,
+    let config = match writ_engine::config::load(&args.config) {
+        Ok(c) => c,
         Err(e) => return usage(format!("invalid config:\n{e}")),
     };
+    let policy = &config.policy;
     let (shown, d) = match &args.log_line {
-        Some(text) => match decide_log_line(&policy, text) {
+        Some(text) => match decide_log_line(policy, text) {
             Ok(x) => x,
             Err(e) => return usage(e),
         },
-        None => match decide_args(&policy, &args) {
+        None => match decide_args(policy, &args) {
             Ok(x) => x,
             Err(code) => return code,
         },
     };
     let allowed = !matches!(d.verdict, Verdict::Deny(_));
+    // Where the proxy would send it: the action's upstream, or the default one
+    // for an unmatched request it forwards. A front door forwards nothing.
+    let front_door = args.front_door
+        || shown
+            .logged
+            .as_ref()
+            .and_then(|l| l.frontend.as_deref())
+            .is_some_and(|f| f != "proxy");
+    let upstream =
+        (!front_door && (d.action.is_some() || allowed)).then(|| config.upstream_for(d.action));
     if args.json {
         out!(
             "{}",
-            serde_json::to_string_pretty(&to_json(&policy, &args.config, &shown, &d))
+            serde_json::to_string_pretty(&to_json(policy, &args.config, &shown, &d, upstream))
                 .unwrap_or_default()
         );
     } else {
-        print_text(&policy, &args.config, &shown, &d);
+        print_text(policy, &args.config, &shown, &d, upstream);
     }
     if allowed { 0 } else { 1 }
 }
@@ -233,7 +245,13 @@ fn outcome(d: &Decision) -> (&'static str, u16, &'static str, String, bool) {
     }
 }
 
-fn to_json(policy: &Policy, config: &Path, shown: &Shown, d: &Decision) -> serde_json::Value {
+fn to_json(
+    policy: &Policy,
+    config: &Path,
+    shown: &Shown,
+    d: &Decision,
+    upstream: Option<&Upstream>,
+) -> serde_json::Value {
     let file = config.display().to_string();
     let (decision, status, reason, detail, enforced) = outcome(d);
     let logged = shown.logged.as_ref().map(|l| {
@@ -247,6 +265,7 @@ fn to_json(policy: &Policy, config: &Path, shown: &Shown, d: &Decision) -> serde
         "normalized_path": d.target.as_ref().map(|t| t.path.clone()),
         "host": d.host,
         "action": action_json(policy, &file, d),
+        "upstream": upstream.map(|u| json!({"name": u.name, "url": u.url()})),
         "checks": d.checks.iter().map(|c| json!({"stage": c.stage, "check": c.name, "ok": c.ok, "detail": c.detail})).collect::<Vec<_>>(),
         "decision": decision,
         "enforced": enforced,
@@ -256,7 +275,13 @@ fn to_json(policy: &Policy, config: &Path, shown: &Shown, d: &Decision) -> serde
     })
 }
 
-fn print_text(policy: &Policy, config: &Path, shown: &Shown, d: &Decision) {
+fn print_text(
+    policy: &Policy,
+    config: &Path,
+    shown: &Shown,
+    d: &Decision,
+    upstream: Option<&Upstream>,
+) {
     let file = config.display().to_string();
     if let Some(l) = &shown.logged {
         out!(
@@ -303,6 +328,9 @@ fn print_text(policy: &Policy, config: &Path, shown: &Shown, d: &Decision) {
             }
         }
         None => out!("action      (none)"),
+    }
+    if let Some(u) = upstream {
+        out!("upstream    {} ({})", u.name, u.url());
     }
     out!("checks");
     for c in &d.checks {

@@ -24,7 +24,7 @@ use hyper::body::Incoming;
 
 use crate::telemetry::decision_log::{DecisionLog, DecisionRecord, now_rfc3339, rfc3339};
 use crate::telemetry::metrics::{Frontend, Metrics, UNMATCHED};
-use upstream::{Upstream, UpstreamError};
+use upstream::{Forwarding, UpstreamError};
 use writ_engine::authenticate::Credentials;
 use writ_engine::authenticate::cache::TokenCache;
 use writ_engine::authorize::Introspected;
@@ -45,7 +45,10 @@ pub struct Shared {
     pub cache: TokenCache,
     pub metrics: Metrics,
     pub log: DecisionLog,
-    pub upstream: ArcSwap<Upstream>,
+    /// The proxy's pinned pair: the config it decides under and a client per
+    /// upstream of that config. `config` above is the same config, for
+    /// everything that does not forward.
+    pub forwarding: ArcSwap<Forwarding>,
     pub shutting_down: AtomicBool,
     pub jwks: crate::jwks::JwksRegistry,
     /// The shared revocation store's follower, when `revocation.redis` is set.
@@ -271,8 +274,9 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let (mut parts, body) = req.into_parts();
+    let forwarding = shared.forwarding.load_full();
     let cx = Ctx {
-        config: shared.config.load_full(),
+        config: forwarding.config.clone(),
         shared,
         rid: request_id(&parts.headers),
         method: parts.method.as_str().to_string(),
@@ -330,9 +334,10 @@ pub async fn handle(
             body::ClientBody::buffered(bytes)
         }
     };
+    let up = forwarding.upstream_for(d.action);
     let out = forward::Outbound {
         policy: &cx.config.policy,
-        upstream: &cx.config.settings.upstream,
+        upstream: &up.config,
         permit: &permit,
         target,
         action,
@@ -345,15 +350,8 @@ pub async fn handle(
         let e = Denial::new(Reason::BadRequest, "target cannot be forwarded");
         return Ok(cx.reject(Some(&d), &e));
     }
-    let up = cx.shared.upstream.load_full();
     let (body, client_failed) = body;
-    match up
-        .send(
-            Request::from_parts(parts, body),
-            cx.config.settings.upstream.timeout,
-        )
-        .await
-    {
+    match up.send(Request::from_parts(parts, body)).await {
         Ok(resp) => {
             let status = resp.status().as_u16();
             let (mut rp, rb) = resp.into_parts();
@@ -378,10 +376,13 @@ pub async fn handle(
                 // The client broke its own body framing: its error, not the backend's.
                 Denial::new(Reason::BadRequest, "the request body is malformed")
             } else {
-                let kind = err.kind();
-                let m = &cx.shared.metrics;
-                m.upstream_errors.with_label_values(&[kind]).inc();
-                tracing::warn!(request.id = %cx.rid, upstream.error = kind, "Upstream request failed");
+                up.count_error(&err);
+                tracing::warn!(
+                    request.id = %cx.rid,
+                    upstream = up.name(),
+                    upstream.error = err.kind(),
+                    "Upstream request failed"
+                );
                 match err {
                     UpstreamError::Timeout => Denial::new(
                         Reason::UpstreamTimeout,
@@ -474,6 +475,14 @@ impl Ctx {
         self.with_id(respond::problem(e, action, &self.rid))
     }
 
+    /// The upstream a proxied request goes to: its action's, or the default for
+    /// an unmatched request that is forwarded. Front doors forward nothing.
+    fn upstream_name(&self, d: Option<&Decision>) -> Option<String> {
+        let d = d.filter(|_| self.frontend == Frontend::Proxy)?;
+        let routed = d.action.is_some() || !matches!(d.verdict, Verdict::Deny(_));
+        routed.then(|| self.config.upstream_for(d.action).name.clone())
+    }
+
     /// Stage 6: metrics and one decision-log line, exactly once per request.
     pub fn record(&self, d: Option<&Decision>, o: Outcome<'_>) {
         let label_action = o.action.unwrap_or(UNMATCHED);
@@ -487,6 +496,14 @@ impl Ctx {
                 self.frontend.as_str(),
             ])
             .inc();
+        if metric_decision == Labels::AUDIT_DENY.metric
+            && let Some(i) = d.and_then(|d| d.action)
+            && self.config.policy.action(i).execution
+        {
+            m.audit_execution_denials
+                .with_label_values(&[label_action])
+                .inc();
+        }
         let elapsed = self.start.elapsed();
         m.request_duration
             .with_label_values(&[label_action])
@@ -526,6 +543,7 @@ impl Ctx {
                 .map(|c| Basis::of(c, &policy.bound_claims))
                 .unwrap_or_default(),
             frontend: self.frontend.as_str(),
+            upstream: self.upstream_name(d),
         });
     }
 }

@@ -1,5 +1,8 @@
-//! The pooled upstream client (hyper-util legacy client over plain TCP or rustls).
+//! The upstream clients: one pooled hyper-util client per named upstream (plain
+//! TCP or rustls, each with its own TLS settings), their health, and the
+//! [`Forwarding`] set a request pins together with its config.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -10,8 +13,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::body::ClientBody;
+use crate::telemetry::metrics::Metrics;
 use crate::tls::connector;
-use writ_engine::config::Upstream as UpstreamConfig;
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec};
+use writ_engine::config::{Config, HealthCheck, Upstream as UpstreamConfig};
 
 #[derive(Debug)]
 pub enum UpstreamError {
@@ -35,18 +40,45 @@ impl UpstreamError {
     }
 }
 
+/// One upstream's client: its own connection pool and TLS settings, and its
+/// health as seen by requests and (when configured) its health check.
 pub struct Upstream {
+    /// The settings it was built from: a reload keeps the client (and its warm
+    /// pool) when they did not change.
+    pub config: UpstreamConfig,
     client: Client<HttpsConnector<HttpConnector>, ClientBody>,
+    health: Health,
 }
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Upstream")
+        write!(f, "Upstream({})", self.config.name)
+    }
+}
+
+/// `writ_upstream_up{upstream}` and `writ_upstream_errors_total{upstream,kind}`
+/// for one upstream. The gauge's series is made with its first observation (no
+/// series before anything was seen), then set without a label lookup.
+struct Health {
+    up_vec: IntGaugeVec,
+    up: OnceLock<IntGauge>,
+    errors: IntCounterVec,
+}
+
+impl Health {
+    fn set_up(&self, name: &str, up: bool) {
+        let gauge = self
+            .up
+            .get_or_init(|| self.up_vec.with_label_values(&[name]));
+        let v = i64::from(up);
+        if gauge.get() != v {
+            gauge.set(v);
+        }
     }
 }
 
 impl Upstream {
-    pub fn new(cfg: &UpstreamConfig) -> Result<Upstream, crate::tls::TlsError> {
+    pub fn new(cfg: &UpstreamConfig, metrics: &Metrics) -> Result<Upstream, crate::tls::TlsError> {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
@@ -55,20 +87,162 @@ impl Upstream {
                 cfg.server_name.as_deref(),
                 cfg.connect_timeout,
             )?);
-        Ok(Upstream { client })
+        Ok(Upstream {
+            config: cfg.clone(),
+            client,
+            health: Health {
+                up_vec: metrics.upstream_up.clone(),
+                up: OnceLock::new(),
+                errors: metrics.upstream_errors.clone(),
+            },
+        })
     }
 
+    /// The upstream's name (a metric label, a decision-log field).
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Sends `req` (already rewritten for this upstream) and waits at most the
+    /// upstream's `timeout` for the response head. An answer marks it up; a
+    /// failure is the caller's to count ([`Upstream::count_error`]), since a
+    /// client that broke its own body framing is not the backend's fault.
     pub async fn send(
         &self,
         req: Request<ClientBody>,
-        timeout: Duration,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
+        match tokio::time::timeout(self.config.timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::Timeout),
-            Ok(Ok(r)) => Ok(r),
+            Ok(Ok(r)) => {
+                self.health.set_up(self.name(), true);
+                Ok(r)
+            }
             Ok(Err(e)) => Err(classify(&e)),
         }
     }
+
+    /// Counts a failed request; one that never reached a working backend also
+    /// marks it down. A reset or protocol error mid-exchange says the backend
+    /// was reached, so it does not.
+    pub fn count_error(&self, e: &UpstreamError) {
+        self.health
+            .errors
+            .with_label_values(&[self.name(), e.kind()])
+            .inc();
+        if matches!(
+            e,
+            UpstreamError::Connect | UpstreamError::Tls | UpstreamError::Timeout
+        ) {
+            self.health.set_up(self.name(), false);
+        }
+    }
+
+    /// One health check: `GET base_path + path`; 2xx or 3xx within the
+    /// upstream's timeout (at most the interval) is up, anything else down.
+    async fn check(&self, hc: &HealthCheck) {
+        let cfg = &self.config;
+        let scheme = if cfg.scheme_https { "https" } else { "http" };
+        let uri = format!("{scheme}://{}{}{}", cfg.authority, cfg.base_path, hc.path);
+        let req = Request::get(uri)
+            .header(http::header::USER_AGENT, "writ-health-check")
+            .body(ClientBody::buffered(bytes::Bytes::new()).0);
+        let Ok(req) = req else {
+            self.health.set_up(self.name(), false);
+            return;
+        };
+        let wait = cfg.timeout.min(hc.every);
+        let up = match tokio::time::timeout(wait, self.client.request(req)).await {
+            Ok(Ok(resp)) => {
+                let ok = resp.status().is_success() || resp.status().is_redirection();
+                // Drain so the connection goes back to the pool.
+                let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+                ok
+            }
+            Ok(Err(_)) | Err(_) => false,
+        };
+        self.health.set_up(self.name(), up);
+    }
+}
+
+/// Runs `upstream`'s health check every interval for as long as the upstream is
+/// in use: a reload that drops or replaces it ends the loop (the loop holds it
+/// weakly, only for the length of one check).
+pub fn spawn_health_check(upstream: &Arc<Upstream>) {
+    let Some(hc) = upstream.config.health_check.clone() else {
+        return;
+    };
+    let weak = Arc::downgrade(upstream);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(hc.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(up) = weak.upgrade() else { return };
+            up.check(&hc).await;
+        }
+    });
+}
+
+/// The config the proxy decides under and a client per upstream (indexed like
+/// `settings.upstreams`), swapped as one: a request pins both, so an action's
+/// upstream index always points into the client list built for that config.
+#[derive(Debug)]
+pub struct Forwarding {
+    pub config: Arc<Config>,
+    pub upstreams: Vec<Arc<Upstream>>,
+}
+
+impl Forwarding {
+    /// Clients for `config`'s upstreams: an unchanged upstream (same name, same
+    /// settings) keeps its client from `previous`, so its pool stays warm and
+    /// its in-flight requests are untouched; a new or changed one gets a fresh
+    /// client and, when configured, a health check. Must run inside the runtime.
+    pub fn build(
+        config: Arc<Config>,
+        previous: Option<&Forwarding>,
+        metrics: &Metrics,
+    ) -> Result<Forwarding, ForwardingError> {
+        let mut upstreams = Vec::with_capacity(config.settings.upstreams.len());
+        for cfg in &config.settings.upstreams {
+            let kept = previous.and_then(|p| p.upstreams.iter().find(|u| u.config == *cfg));
+            let u = match kept {
+                Some(u) => u.clone(),
+                None => {
+                    let u = Arc::new(Upstream::new(cfg, metrics).map_err(|source| {
+                        ForwardingError {
+                            upstream: cfg.name.clone(),
+                            source,
+                        }
+                    })?);
+                    spawn_health_check(&u);
+                    u
+                }
+            };
+            upstreams.push(u);
+        }
+        Ok(Forwarding { config, upstreams })
+    }
+
+    /// Names in `self` that `next` no longer has (their metric series go).
+    pub fn removed_in<'a>(&'a self, next: &Forwarding) -> impl Iterator<Item = &'a str> {
+        self.upstreams
+            .iter()
+            .map(|u| u.name())
+            .filter(|n| !next.upstreams.iter().any(|u| u.name() == *n))
+    }
+
+    /// The client a request decided as `action` is forwarded with.
+    pub fn upstream_for(&self, action: Option<usize>) -> &Arc<Upstream> {
+        &self.upstreams[self.config.upstream_index(action)]
+    }
+}
+
+/// An upstream whose client could not be built (its CA file, say).
+#[derive(Debug, thiserror::Error)]
+#[error("upstream `{upstream}`: {source}")]
+pub struct ForwardingError {
+    upstream: String,
+    source: crate::tls::TlsError,
 }
 
 /// Whether a rustls error is anywhere in the chain. io::Error wrappers (tokio-rustls

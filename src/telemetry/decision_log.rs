@@ -35,6 +35,10 @@ pub struct DecisionRecord {
     pub duration_us: u64,
     /// The door the request came in through (`proxy`, `ext_authz_grpc`, `ext_authz_http`).
     pub frontend: &'static str,
+    /// The upstream the request was (or, allowed, would have been) forwarded to:
+    /// its name in `upstreams`, `default` for the single-backend form; null for
+    /// a front door and for an unmatched request that was refused.
+    pub upstream: Option<String>,
     /// Absent when the request was refused before it could be decided.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<Credential>,
@@ -198,6 +202,7 @@ mod tests {
             issuer: None,
             duration_us: 1,
             frontend: "proxy",
+            upstream: Some("default".into()),
             credential: Some(Credential::None),
             revocation: None,
             introspection: None,

@@ -12,9 +12,18 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     pub decision_duration: Histogram,
     pub upstream_errors: IntCounterVec,
+    /// 1 while an upstream answers (real traffic or its health check), 0 once it
+    /// does not.
+    pub upstream_up: IntGaugeVec,
     pub jwks_refresh: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
+    /// `writ_config_info{digest}`: 1 for the config in force (alerts compare replicas).
+    pub config_info: IntGaugeVec,
+    /// 1 while `/readyz` would answer 200; set when scraped.
+    pub ready: IntGauge,
+    /// Would-be denials of execution actions in audit mode (a rollout not yet safe).
+    pub audit_execution_denials: IntCounterVec,
     pub build_info: IntGaugeVec,
     pub decision_log_dropped: IntCounter,
     pub security_events: IntCounterVec,
@@ -121,9 +130,16 @@ impl Metrics {
         let upstream_errors = IntCounterVec::new(
             Opts::new(
                 "writ_upstream_errors_total",
-                "Upstream failures by kind: connect, timeout, reset, tls, protocol",
+                "Upstream failures by upstream and kind: connect, timeout, reset, tls, protocol",
             ),
-            &["kind"],
+            &["upstream", "kind"],
+        )?;
+        let upstream_up = IntGaugeVec::new(
+            Opts::new(
+                "writ_upstream_up",
+                "1 while the upstream answers (requests or health checks), 0 when it does not",
+            ),
+            &["upstream"],
         )?;
         let jwks_refresh = IntCounterVec::new(
             Opts::new(
@@ -139,6 +155,24 @@ impl Metrics {
         let config_generation = IntGauge::new(
             "writ_config_generation",
             "Generation of the config in force",
+        )?;
+        let config_info = IntGaugeVec::new(
+            Opts::new(
+                "writ_config_info",
+                "1 for the config in force, by the SHA-256 digest of its text (same file, same digest on every replica)",
+            ),
+            &["digest"],
+        )?;
+        let ready = IntGauge::new(
+            "writ_ready",
+            "1 while /readyz answers 200 (keys loaded, revocation store loaded, not shutting down)",
+        )?;
+        let audit_execution_denials = IntCounterVec::new(
+            Opts::new(
+                "writ_audit_execution_denials_total",
+                "Requests to execution actions in audit mode that enforcement would refuse, by action",
+            ),
+            &["action"],
         )?;
         let build_info = IntGaugeVec::new(
             Opts::new("writ_build_info", "Build information"),
@@ -160,9 +194,13 @@ impl Metrics {
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(decision_duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(upstream_up.clone()))?;
         registry.register(Box::new(jwks_refresh.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(config_generation.clone()))?;
+        registry.register(Box::new(config_info.clone()))?;
+        registry.register(Box::new(ready.clone()))?;
+        registry.register(Box::new(audit_execution_denials.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
         registry.register(Box::new(decision_log_dropped.clone()))?;
         build_info
@@ -183,13 +221,24 @@ impl Metrics {
             request_duration,
             decision_duration,
             upstream_errors,
+            upstream_up,
             jwks_refresh,
             config_reloads,
             config_generation,
+            config_info,
+            ready,
+            audit_execution_denials,
             build_info,
             decision_log_dropped,
             frontdoor_untrusted,
         })
+    }
+
+    /// Marks `digest` as the config in force (the previous one's series goes).
+    pub fn set_config(&self, generation: u64, digest: &str) {
+        self.config_generation.set(generation as i64);
+        self.config_info.reset();
+        self.config_info.with_label_values(&[digest]).set(1);
     }
 
     /// Prometheus text exposition.

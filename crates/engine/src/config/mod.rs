@@ -15,7 +15,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::policy::Policy;
-pub use settings::{ExtAuthz, Limits, LogTarget, Settings, TlsFiles, Upstream};
+pub use settings::{ExtAuthz, HealthCheck, Limits, LogTarget, Settings, TlsFiles, Upstream};
 
 /// A loaded config file.
 #[derive(Debug)]
@@ -30,6 +30,24 @@ pub struct Config {
     pub findings: Vec<lint::Finding>,
     /// Shared Signals transmitters (`signals:`).
     pub signals: Vec<crate::signals::Transmitter>,
+    /// SHA-256 of the config text (16 hex digits): equal on every replica that
+    /// runs the same file, whatever its reload history (`writ_config_info`).
+    pub digest: String,
+}
+
+impl Config {
+    /// Index into `settings.upstreams` of where a request decided as `action`
+    /// goes (the action's upstream; `defaults.upstream` when unmatched).
+    pub fn upstream_index(&self, action: Option<usize>) -> usize {
+        action.map_or(self.policy.defaults.upstream, |i| {
+            self.policy.action(i).upstream
+        })
+    }
+
+    /// The upstream a request decided as `action` goes to.
+    pub fn upstream_for(&self, action: Option<usize>) -> &Upstream {
+        &self.settings.upstreams[self.upstream_index(action)]
+    }
 }
 
 /// One problem in a config file.
@@ -121,7 +139,15 @@ pub fn load_str(
             message: plain_message(&e),
         }])
     })?;
-    validate::compile(raw, file, base, source)
+    let mut config = validate::compile(raw, file, base, source)?;
+    config.digest = digest(text);
+    Ok(config)
+}
+
+/// The first 16 hex digits of the SHA-256 of `text`.
+fn digest(text: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// serde-saphyr's message without its own " at line L, column C" suffix.

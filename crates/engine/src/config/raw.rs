@@ -55,8 +55,11 @@ pub struct RawConfig {
     pub tls: Option<RawTls>,
     /// Admin listener: /metrics /healthz /readyz. Default `127.0.0.1:9901`.
     pub admin: Option<Sp<String>>,
-    #[schemars(required)]
+    /// The one backend (single-backend form). Exclusive with `upstreams`; one of
+    /// the two is required.
     pub upstream: Option<Sp<RawUpstream>>,
+    /// Several backends by name (gateway form); actions and `defaults` name one.
+    pub upstreams: Option<Sp<BTreeMap<String, Sp<RawUpstream>>>>,
     #[serde(default)]
     pub issuers: Vec<RawIssuer>,
     #[serde(default)]
@@ -179,6 +182,18 @@ pub struct RawUpstream {
     pub server_name: Option<Sp<String>>,
     pub connect_timeout: Option<Sp<String>>,
     pub timeout: Option<Sp<String>>,
+    /// Active health check; without it, `writ_upstream_up` follows real traffic only.
+    pub health_check: Option<Sp<RawHealthCheck>>,
+}
+
+/// `health_check: { path, every }` on an upstream.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// Path (under the upstream URL's base path) answered with 2xx or 3xx when healthy.
+    pub path: Sp<String>,
+    /// Interval between checks. Default `10s`; at least `1s`.
+    pub every: Option<Sp<String>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -248,6 +263,9 @@ pub struct RawDefaults {
     pub unmatched: Option<Sp<Unmatched>>,
     pub mode: Option<Sp<RawMode>>,
     pub delegation: Option<RawDelegation>,
+    /// The upstream for actions that name none and for forwarded unmatched
+    /// requests. Required when `upstreams` names more than one.
+    pub upstream: Option<Sp<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -318,6 +336,8 @@ pub struct RawAction {
     pub public: Option<Sp<bool>>,
     pub require: Option<RawRequire>,
     pub delegation: Option<RawDelegation>,
+    /// The `upstreams` entry this action forwards to (default: `defaults.upstream`).
+    pub upstream: Option<Sp<String>>,
     /// `writ lint` findings silenced for this action.
     pub lint: Option<RawLint>,
 }

@@ -15,8 +15,10 @@ pub struct Settings {
     pub admin: SocketAddr,
     /// Downstream TLS.
     pub tls: Option<TlsFiles>,
-    /// Where allowed requests go.
-    pub upstream: Upstream,
+    /// Where allowed requests go: one entry (named `default`) for the
+    /// single-backend form, else the `upstreams` in name order. Actions and
+    /// `defaults` hold indexes into it.
+    pub upstreams: Vec<Upstream>,
     /// Decision log sink.
     pub decision_log: LogTarget,
     /// Proxy worker threads (`None`: the CPUs the process may use).
@@ -97,7 +99,7 @@ impl Settings {
             (old, _) => old.clone(),
         };
         Settings {
-            upstream: new.upstream,
+            upstreams: new.upstreams,
             shutdown_grace: new.shutdown_grace,
             ext_authz,
             ..self.clone()
@@ -140,8 +142,11 @@ pub struct TlsFiles {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-/// The backend allowed requests are forwarded to.
+/// A backend allowed requests are forwarded to.
 pub struct Upstream {
+    /// Its name in `upstreams` (`default` for the single-backend form): a metric
+    /// label and a decision-log field.
+    pub name: String,
     /// Whether it is spoken to over TLS.
     pub scheme_https: bool,
     /// `host:port` to connect to.
@@ -156,6 +161,28 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     /// How long the backend may take to answer.
     pub timeout: Duration,
+    /// Active health check, when configured.
+    pub health_check: Option<HealthCheck>,
+}
+
+impl Upstream {
+    /// The name of the single-backend form's upstream.
+    pub const DEFAULT_NAME: &'static str = "default";
+
+    /// `scheme://authority/base`, for people (explain, logs), never for routing.
+    pub fn url(&self) -> String {
+        let scheme = if self.scheme_https { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.authority, self.base_path)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+/// `health_check:` of an upstream.
+pub struct HealthCheck {
+    /// Absolute path, asked with GET (after the upstream's base path).
+    pub path: String,
+    /// How often.
+    pub every: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -27,8 +27,11 @@ fn defaults_are_the_spec_defaults() {
     assert!(!p.defaults.unmatched_allow);
     assert_eq!(p.requests.max_token_bytes, 8192);
     assert_eq!(s.shutdown_grace, Duration::from_secs(10));
-    assert_eq!(s.upstream.connect_timeout, Duration::from_secs(2));
-    assert_eq!(s.upstream.timeout, Duration::from_secs(30));
+    assert_eq!(s.upstreams.len(), 1);
+    assert_eq!(s.upstreams[0].name, "default");
+    assert_eq!(s.upstreams[0].connect_timeout, Duration::from_secs(2));
+    assert_eq!(s.upstreams[0].timeout, Duration::from_secs(30));
+    assert_eq!(s.upstreams[0].health_check, None);
     assert_eq!(p.identity.subject.as_str(), "x-writ-subject");
     assert!(p.requests.case_sensitive);
 }
@@ -148,4 +151,138 @@ fn ext_authz_listeners_need_a_restart_but_trusted_proxies_apply_live() {
     assert_eq!(a.restart_needed(&c), vec!["ext_authz"]);
     let live = a.live_part_of(c);
     assert_eq!(live.ext_authz.unwrap().grpc, a.ext_authz.unwrap().grpc);
+}
+
+const GATEWAY: &str = "listen: 127.0.0.1:8080
+upstreams:
+  jobs:  { url: http://127.0.0.1:3001, connect_timeout: 1s, timeout: 5s }
+  admin: { url: http://127.0.0.1:3002/base/, health_check: { path: /healthz, every: 2s } }
+defaults:
+  upstream: jobs
+  unmatched: allow
+actions:
+  - { name: run, methods: [POST], path: /jobs, public: true }
+  - { name: reset, methods: [POST], path: /reset, public: true, upstream: admin }
+";
+
+#[test]
+fn upstreams_by_name_route_actions_and_defaults() {
+    let c = load_config(GATEWAY).unwrap();
+    let names: Vec<&str> = c
+        .settings
+        .upstreams
+        .iter()
+        .map(|u| u.name.as_str())
+        .collect();
+    assert_eq!(names, ["admin", "jobs"], "name order");
+    let by_name = |a: &str| {
+        let i = c.policy.actions.iter().position(|x| x.name == a).unwrap();
+        c.upstream_for(Some(i)).name.clone()
+    };
+    assert_eq!(by_name("run"), "jobs");
+    assert_eq!(by_name("reset"), "admin");
+    assert_eq!(c.upstream_for(None).name, "jobs");
+    let admin = &c.settings.upstreams[0];
+    assert_eq!(admin.base_path, "/base");
+    assert_eq!(
+        admin.health_check,
+        Some(crate::config::HealthCheck {
+            path: "/healthz".into(),
+            every: Duration::from_secs(2)
+        })
+    );
+    assert_eq!(c.settings.upstreams[1].timeout, Duration::from_secs(5));
+    assert_eq!(c.settings.upstreams[1].url(), "http://127.0.0.1:3001");
+}
+
+#[test]
+fn one_named_upstream_needs_no_default() {
+    let text = "listen: 127.0.0.1:8080\nupstreams:\n  only: { url: http://127.0.0.1:3001 }\nactions:\n  - { name: h, methods: [GET], path: /h, public: true }\n";
+    let c = load_config(text).unwrap();
+    assert_eq!(c.upstream_for(Some(0)).name, "only");
+}
+
+#[test]
+fn upstream_errors_name_their_position() {
+    let cases: &[(&str, (u64, u64), &str)] = &[
+        (
+            "listen: 127.0.0.1:8080\nupstreams:\n  a: { url: http://127.0.0.1:1 }\n  b: { url: http://127.0.0.1:2 }\nactions: []\n",
+            (3, 3),
+            "`defaults.upstream` is required",
+        ),
+        (
+            "listen: 127.0.0.1:8080\nupstreams:\n  a: { url: http://127.0.0.1:1 }\ndefaults: { upstream: nope }\nactions: []\n",
+            (4, 23),
+            "unknown upstream `nope` (known: a)",
+        ),
+        (
+            "listen: 127.0.0.1:8080\nupstreams:\n  a: { url: http://127.0.0.1:1 }\nactions:\n  - { name: h, methods: [GET], path: /h, public: true, upstream: b }\n",
+            (5, 66),
+            "unknown upstream `b`",
+        ),
+        (
+            "listen: 127.0.0.1:8080\nupstream: { url: http://127.0.0.1:1 }\nactions:\n  - { name: h, methods: [GET], path: /h, public: true, upstream: b }\n",
+            (4, 66),
+            "unknown upstream `b` (known: default)",
+        ),
+        (
+            "listen: 127.0.0.1:8080\nupstream: { url: http://127.0.0.1:1 }\nupstreams:\n  a: { url: http://127.0.0.1:1 }\nactions: []\n",
+            (4, 3),
+            "exclusive",
+        ),
+        (
+            "listen: 127.0.0.1:8080\nupstreams: {}\nactions: []\n",
+            (2, 12),
+            "at least one",
+        ),
+        (
+            "listen: 127.0.0.1:8080\nactions: []\n",
+            (1, 1),
+            "missing required key `upstream` (or `upstreams`)",
+        ),
+        (
+            "listen: 127.0.0.1:8080\nupstreams:\n  \"a b\": { url: http://127.0.0.1:1 }\nactions: []\n",
+            (3, 10),
+            "upstream name `a b`",
+        ),
+        (
+            "listen: 127.0.0.1:8080\nupstreams:\n  a: { url: http://127.0.0.1:1, health_check: { path: healthz } }\nactions: []\n",
+            (3, 55),
+            "must be an absolute path",
+        ),
+        (
+            "listen: 127.0.0.1:8080\nupstreams:\n  a: { url: http://127.0.0.1:1, health_check: { path: /h, every: 100ms } }\nactions: []\n",
+            (3, 66),
+            "at least 1s",
+        ),
+    ];
+    for (text, at, message) in cases {
+        let errs = load(text).unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{text}: {errs:#?}");
+        assert_eq!((errs[0].line, errs[0].col), *at, "{text}: {errs:#?}");
+        assert!(errs[0].message.contains(message), "{text}: {errs:#?}");
+    }
+}
+
+#[test]
+fn upstream_changes_apply_live() {
+    let old = load_config(MINIMAL).unwrap().settings;
+    let new = load_config(GATEWAY).unwrap().settings;
+    assert!(!old.restart_needed(&new).contains(&"upstream"));
+    assert_eq!(old.live_part_of(new.clone()).upstreams, new.upstreams);
+}
+
+#[test]
+fn the_digest_names_the_text_not_the_load() {
+    let a = load_config(MINIMAL).unwrap().digest;
+    assert_eq!(a.len(), 16);
+    assert_eq!(
+        a,
+        load_config(MINIMAL).unwrap().digest,
+        "same text, same digest"
+    );
+    let b = load_config(&format!("{MINIMAL}# a comment\n"))
+        .unwrap()
+        .digest;
+    assert_ne!(a, b, "any edit is a different config text");
 }

@@ -12,7 +12,7 @@ use http::HeaderName;
 use jsonwebtoken::Algorithm;
 
 use super::raw::{self, RawConfig, RejectKeep, RejectStrip, Sp, TrailingSlash};
-use super::settings::{ExtAuthz, Limits, LogTarget, Settings, TlsFiles, Upstream};
+use super::settings::{ExtAuthz, HealthCheck, Limits, LogTarget, Settings, TlsFiles, Upstream};
 use super::{Config, ConfigError, ConfigErrors, duration};
 use crate::authenticate::token::parse_alg;
 use crate::clock::Clock;
@@ -145,13 +145,7 @@ pub(super) fn compile(
         cx.watched.push(key.clone());
         TlsFiles { cert, key }
     });
-    let upstream = match &raw.upstream {
-        Some(u) => upstream(&mut cx, u),
-        None => {
-            cx.err_at(1, 1, "missing required key `upstream`");
-            missing_upstream()
-        }
-    };
+    let upstreams = upstreams(&mut cx, &raw);
     let issuers: Vec<Issuer> = raw.issuers.iter().map(|i| issuer(&mut cx, i)).collect();
     let mut seen_iss: HashSet<&str> = HashSet::new();
     for i in &raw.issuers {
@@ -220,6 +214,7 @@ pub(super) fn compile(
             Some(d) => delegation(&mut cx, d),
             None => Delegation::forbid(),
         },
+        upstream: default_upstream(&mut cx, &raw, &upstreams),
     };
 
     let workers = raw.workers.as_ref().map(|w| {
@@ -237,7 +232,7 @@ pub(super) fn compile(
     let mut names: HashMap<String, (u64, u64)> = HashMap::new();
     let mut named_methods = HashSet::new();
     for a in &raw.actions {
-        let Some(action) = action(&mut cx, a, &requests) else {
+        let Some(action) = action(&mut cx, a, &requests, &upstreams, defaults.upstream) else {
             continue;
         };
         if let Some((l, c)) = names.get(&action.name) {
@@ -349,7 +344,7 @@ pub(super) fn compile(
             listen,
             admin,
             tls,
-            upstream,
+            upstreams,
             decision_log,
             workers,
             shutdown_grace,
@@ -359,6 +354,7 @@ pub(super) fn compile(
             ext_authz,
         },
         watched_files: cx.watched,
+        digest: String::new(),
     })
 }
 
@@ -565,8 +561,85 @@ fn strip(v: Option<RejectStrip>) -> Choice {
     }
 }
 
+/// `upstream:` (one backend, named `default`) or `upstreams:` (several by name,
+/// in name order); exactly one of the two.
+fn upstreams(cx: &mut Ctx<'_>, raw: &RawConfig) -> Vec<Upstream> {
+    match (&raw.upstream, &raw.upstreams) {
+        (Some(_), Some(many)) => {
+            cx.err(
+                many,
+                "`upstream` and `upstreams` are exclusive: name the one backend under `upstreams` too, or drop `upstreams`",
+            );
+            vec![missing_upstream()]
+        }
+        (Some(one), None) => vec![upstream(cx, Upstream::DEFAULT_NAME, one)],
+        (None, Some(many)) if many.get().is_empty() => {
+            cx.err(many, "`upstreams` must name at least one backend");
+            vec![missing_upstream()]
+        }
+        (None, Some(many)) => many
+            .get()
+            .iter()
+            .map(|(name, u)| {
+                if name.is_empty()
+                    || name.len() > 64
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                {
+                    cx.err(
+                        u,
+                        format!(
+                            "upstream name `{name}` must be 1 to 64 letters, digits, `-`, `_` or `.`"
+                        ),
+                    );
+                }
+                upstream(cx, name, u)
+            })
+            .collect(),
+        (None, None) => {
+            cx.err_at(1, 1, "missing required key `upstream` (or `upstreams`)");
+            vec![missing_upstream()]
+        }
+    }
+}
+
+/// The index of the upstream `at` names; an unknown name is an error at `at`.
+fn upstream_named(cx: &mut Ctx<'_>, upstreams: &[Upstream], at: &Sp<String>) -> Option<usize> {
+    let found = upstreams.iter().position(|u| u.name == *at.get());
+    if found.is_none() {
+        let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+        cx.err(
+            at,
+            format!(
+                "unknown upstream `{}` (known: {})",
+                at.get(),
+                known.join(", ")
+            ),
+        );
+    }
+    found
+}
+
+/// `defaults.upstream`: required when `upstreams` names more than one.
+fn default_upstream(cx: &mut Ctx<'_>, raw: &RawConfig, upstreams: &[Upstream]) -> usize {
+    match (&raw.defaults.upstream, &raw.upstreams) {
+        (Some(at), _) => upstream_named(cx, upstreams, at).unwrap_or(0),
+        (None, Some(many)) if many.get().len() > 1 => {
+            cx.err(
+                many,
+                "`defaults.upstream` is required when `upstreams` names more than one backend",
+            );
+            0
+        }
+        (None, _) => 0,
+    }
+}
+
 fn missing_upstream() -> Upstream {
     Upstream {
+        name: Upstream::DEFAULT_NAME.to_string(),
+        health_check: None,
         scheme_https: false,
         authority: String::new(),
         base_path: String::new(),
@@ -577,7 +650,7 @@ fn missing_upstream() -> Upstream {
     }
 }
 
-fn upstream(cx: &mut Ctx<'_>, at: &Sp<raw::RawUpstream>) -> Upstream {
+fn upstream(cx: &mut Ctx<'_>, name: &str, at: &Sp<raw::RawUpstream>) -> Upstream {
     let u = at.get();
     let Some(url_sp) = &u.url else {
         cx.err(at, "missing required key `url` in `upstream`");
@@ -620,7 +693,32 @@ fn upstream(cx: &mut Ctx<'_>, at: &Sp<raw::RawUpstream>) -> Upstream {
         }
         p
     });
+    let health_check = u.health_check.as_ref().map(|h| {
+        let hc = h.get();
+        let path = hc.path.get();
+        if !path.starts_with('/') || path.contains(['?', '#']) || path.contains(char::is_whitespace)
+        {
+            cx.err(
+                &hc.path,
+                format!(
+                    "health_check path `{path}` must be an absolute path without query or fragment"
+                ),
+            );
+        }
+        let every = cx.duration(&hc.every, Duration::from_secs(10));
+        if every < Duration::from_secs(1)
+            && let Some(e) = &hc.every
+        {
+            cx.err(e, "health_check every must be at least 1s");
+        }
+        HealthCheck {
+            path: path.clone(),
+            every: every.max(Duration::from_secs(1)),
+        }
+    });
     Upstream {
+        name: name.to_string(),
+        health_check,
         scheme_https: https,
         authority,
         base_path: path.trim_end_matches('/').to_string(),
@@ -823,9 +921,19 @@ fn delegation(cx: &mut Ctx<'_>, d: &raw::RawDelegation) -> Delegation {
     }
 }
 
-fn action(cx: &mut Ctx<'_>, a: &raw::RawAction, requests: &Requests) -> Option<Action> {
+fn action(
+    cx: &mut Ctx<'_>,
+    a: &raw::RawAction,
+    requests: &Requests,
+    upstreams: &[Upstream],
+    default_upstream: usize,
+) -> Option<Action> {
     let name = a.name.get().clone();
     let mut ok = true;
+    let upstream = match &a.upstream {
+        Some(at) => upstream_named(cx, upstreams, at).unwrap_or(default_upstream),
+        None => default_upstream,
+    };
     if name.is_empty()
         || !name
             .chars()
@@ -978,5 +1086,6 @@ fn action(cx: &mut Ctx<'_>, a: &raw::RawAction, requests: &Requests) -> Option<A
         public,
         require,
         delegation: delegation_rule,
+        upstream,
     })
 }

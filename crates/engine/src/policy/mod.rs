@@ -162,6 +162,9 @@ pub struct Defaults {
     pub mode: Mode,
     /// Delegation rule for actions that state none.
     pub delegation: Delegation,
+    /// Index into the settings' upstreams: where unmatched forwarded requests
+    /// and actions that name none go.
+    pub upstream: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -238,6 +241,8 @@ pub struct Action {
     pub require: Require,
     /// `None`: `defaults.delegation` applies.
     pub delegation: Option<Delegation>,
+    /// Index into the settings' upstreams (`upstream:`, else `defaults.upstream`).
+    pub upstream: usize,
 }
 
 impl Action {
