@@ -14,7 +14,9 @@ use writ_engine::vocab::{METHOD_OVERRIDE_HEADERS, URL_OVERRIDE_HEADERS, header_i
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus legacy ones proxies must not pass.
 /// Pre-built names: removing by `&str` would parse and hash the name each time.
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// A `static`, not a `const`: a `const` array of names is built and dropped
+/// again at every use.
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -30,15 +32,23 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-/// Names the `Connection` header nominates (lowercased tokens).
+/// Names the `Connection` header nominates (lowercased tokens), leaving out the
+/// hop-by-hop names removed anyway: a backend's `Connection: keep-alive` costs
+/// no allocation.
 fn nominated(headers: &HeaderMap) -> Vec<String> {
     headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
+        .map(str::trim)
+        .filter(|t| {
+            !t.is_empty()
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|h| t.eq_ignore_ascii_case(h.as_str()))
+        })
+        .map(str::to_ascii_lowercase)
         .collect()
 }
 

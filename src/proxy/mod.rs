@@ -23,7 +23,7 @@ use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 
 use crate::telemetry::decision_log::{DecisionLog, DecisionRecord, now_rfc3339, rfc3339};
-use crate::telemetry::metrics::{Frontend, Metrics, UNMATCHED};
+use crate::telemetry::metrics::{Counted, Frontend, Metrics, UNMATCHED};
 use upstream::{Forwarding, UpstreamError};
 use writ_engine::authenticate::Credentials;
 use writ_engine::authenticate::cache::TokenCache;
@@ -142,7 +142,9 @@ fn new_request_id() -> String {
             *byte = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
         }
     }
-    String::from_utf8_lossy(&id).into_owned()
+    std::str::from_utf8(&id)
+        .map(str::to_owned)
+        .unwrap_or_default()
 }
 
 /// The target and host as the client gave them. HTTP/2 always carries scheme
@@ -488,14 +490,17 @@ impl Ctx {
         let label_action = o.action.unwrap_or(UNMATCHED);
         let metric_decision = o.labels.metric;
         let m = &self.shared.metrics;
-        m.requests
-            .with_label_values(&[
-                label_action,
-                metric_decision,
-                o.reason.as_str(),
-                self.frontend.as_str(),
-            ])
-            .inc();
+        let elapsed = self.start.elapsed();
+        m.count(&Counted {
+            generation: self.config.policy.generation,
+            actions: self.config.policy.actions.len(),
+            index: d.and_then(|d| d.action).filter(|_| o.action.is_some()),
+            action: label_action,
+            decision: metric_decision,
+            reason: o.reason.as_str(),
+            frontend: self.frontend,
+            seconds: elapsed.as_secs_f64(),
+        });
         if metric_decision == Labels::AUDIT_DENY.metric
             && let Some(i) = d.and_then(|d| d.action)
             && self.config.policy.action(i).execution
@@ -504,10 +509,6 @@ impl Ctx {
                 .with_label_values(&[label_action])
                 .inc();
         }
-        let elapsed = self.start.elapsed();
-        m.request_duration
-            .with_label_values(&[label_action])
-            .observe(elapsed.as_secs_f64());
         if !self.shared.log.enabled() {
             return;
         }
