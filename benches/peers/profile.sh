@@ -18,6 +18,7 @@
 #                                                    shared machine)
 #
 # Knobs: DURATION=8s CONNS=32 CONFIG=<writ config with the shared harness's placeholders>
+#        TOKEN_NAME=valid (a token of the shared keys/, or none)
 #        OUT=<dir for raw output> (default target/profile/<mode>-<stamp>)
 # BIN defaults to target/release/writ. Everything it starts is killed by pid on exit; traffic
 # goes to 127.0.0.1 only and every load run is bounded by wrk -d and `timeout`.
@@ -36,7 +37,10 @@ OUT=${OUT:-$ROOT/target/profile/$MODE-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 # shellcheck source=benches/peers/lib.sh
 source "$ROOT/benches/peers/lib.sh"
-TOKEN=$(tr -d '\n' < "$PEERS/keys/valid.jwt")
+# TOKEN_NAME: the shared keys' token to send (valid, noexec, ...; none: no Authorization).
+TOKEN_NAME=${TOKEN_NAME:-valid}
+TOKEN=
+[ "$TOKEN_NAME" = none ] || TOKEN=$(tr -d '\n' < "$PEERS/keys/$TOKEN_NAME.jwt")
 HZ=$(getconf CLK_TCK)
 stop() { kill -TERM "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
 render() { # file port -> stdout
@@ -88,32 +92,45 @@ syscalls)
     "$OUT/strace-nginx.txt" | tee -a "$OUT/summary.txt"
   ;;
 perf)
+  # `perf nginx` profiles the nginx-plain worker on the same request instead.
   BIN=${1:-$ROOT/target/release/writ}
-  start_writ "$BIN"; W=$LAST
-  load "$WRIT" 2s warm >/dev/null
+  if [ "$BIN" = nginx ]; then
+    start nginx-plain "$NGINX" nginx -e stderr -p "$RUN/nginx-plain/" -c "$RUN/nginx-plain.conf"
+    sleep 0.2; W=$(nginx_worker "$LAST"); PORT=$NGINX
+  else
+    start_writ "$BIN"; W=$LAST; PORT=$WRIT
+  fi
+  load "$PORT" 2s warm >/dev/null
   perf record -e cpu-clock -F 2999 -g -o "$OUT/perf.data" -p "$W" 2> "$OUT/perf-record.log" & P=$!
   sleep 0.5
-  r=$(load "$WRIT" "$DURATION" writ); kill -INT "$P"; wait "$P" 2>/dev/null
-  echo "writ: $r" | tee "$OUT/summary.txt"
+  r=$(load "$PORT" "$DURATION" profiled); kill -INT "$P"; wait "$P" 2>/dev/null
+  echo "$BIN: $r" | tee "$OUT/summary.txt"
   perf report -i "$OUT/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -12 | tee -a "$OUT/summary.txt"
   perf report -i "$OUT/perf.data" --no-children --sort sym --stdio -g none 2>/dev/null | grep -E '^ +[0-9]' | head -40 | tee -a "$OUT/summary.txt"
   perf report -i "$OUT/perf.data" --children --sort sym --stdio -g none 2>/dev/null | grep -E '^ +[0-9]' | head -60 > "$OUT/children.txt"
   ;;
 callgrind)
+  # `callgrind nginx` counts nginx-plain (one process: master_process off) on the same request.
   BIN=${1:-$ROOT/target/release/writ}
-  start_writ "$BIN" valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" \
-    --dump-instr=no --collect-atstart=yes; W=$LAST
-  load "$WRIT" 6s warm >/dev/null
+  cg=(valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" --dump-instr=no)
+  if [ "$BIN" = nginx ]; then
+    sed 's/^worker_processes 1;/worker_processes 1; master_process off;/' "$RUN/nginx-plain.conf" > "$RUN/nginx-cg.conf"
+    start nginx-plain "$NGINX" "${cg[@]}" nginx -e stderr -p "$RUN/nginx-plain/" -c "$RUN/nginx-cg.conf"
+    W=$LAST; PORT=$NGINX
+  else
+    start_writ "$BIN" "${cg[@]}"; W=$LAST; PORT=$WRIT
+  fi
+  load "$PORT" 6s warm >/dev/null
   # Counting starts after the warm-up (first requests open upstream connections, fill the cache).
   callgrind_control -z "$W" >/dev/null
-  r=$(load "$WRIT" "${CG_DURATION:-10s}" writ)
+  r=$(load "$PORT" "${CG_DURATION:-10s}" profiled)
   callgrind_control -d "$W" >/dev/null
   sleep 1; stop "$W"
   n=$(field "$r" requests)
   f=$(ls -t "$OUT"/callgrind.out* | grep -v '\.1$' | head -1)
   f=$(ls -S "$OUT"/callgrind.out* | head -1)
   total=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1; exit}')
-  { echo "writ under callgrind: $r"
+  { echo "$BIN under callgrind: $r"
     echo "instructions: $total total, $((total / n)) per request ($n requests)"
     echo "--- inclusive"
     callgrind_annotate --inclusive=yes "$f" 2>/dev/null | grep -E '^ *[0-9,]+ \(' | head -60
