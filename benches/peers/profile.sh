@@ -127,7 +127,8 @@ callgrind)
   callgrind_control -d "$W" >/dev/null
   sleep 1; stop "$W"
   n=$(field "$r" requests)
-  f=$(ls -t "$OUT"/callgrind.out* | grep -v '\.1$' | head -1)
+  # The dump taken right after the measured run is the large one (the file written at exit
+  # holds only the shutdown).
   f=$(ls -S "$OUT"/callgrind.out* | head -1)
   total=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1; exit}')
   { echo "$BIN under callgrind: $r"
