@@ -259,8 +259,8 @@ impl Server {
             // Slowloris: a client that trickles its request head is cut off.
             // hyper applies it to idle keep-alive connections too.
             .header_read_timeout(limits.header_read_timeout)
-            .max_headers(writ_engine::vocab::MAX_HEADER_FIELDS)
             .max_buf_size(MAX_HEAD_BYTES);
+        crate::proxy::limit_header_fields(&mut builder.http1());
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -290,10 +290,7 @@ impl Server {
             let conn = Conn {
                 shared: shared.clone(),
                 builder: builder.clone(),
-                info: ConnInfo {
-                    peer,
-                    tls: tls.is_some(),
-                },
+                info: ConnInfo::new(peer, tls.is_some()),
                 idle: limits.header_read_timeout,
                 send_timeout: limits.send_timeout,
                 stop: stop_rx.clone(),
@@ -548,12 +545,12 @@ impl Conn {
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let state = Arc::new(ConnState::default());
-        let (shared, info) = (self.shared.clone(), self.info);
+        let (shared, info) = (self.shared.clone(), self.info.clone());
         let svc_state = state.clone();
         let svc = hyper::service::service_fn(move |req| {
             svc_state.started.fetch_add(1, Ordering::Relaxed);
             let guard = InFlight::enter(&svc_state);
-            let fut = handle(shared.clone(), info, req);
+            let fut = handle(shared.clone(), info.clone(), req);
             async move {
                 // In flight until the response body is done (or dropped), so a long
                 // download is never taken for an idle connection.
@@ -593,7 +590,7 @@ impl Conn {
                     if state.send.tick().is_some_and(|n| n > u64::from(SEND_TICKS)) {
                         // The client has taken nothing for send_timeout while a response
                         // waits on it: dropping the connection closes it and its streams.
-                        tracing::debug!(peer = %info.peer, "Send timeout: closing the connection");
+                        tracing::debug!(peer = %self.info.peer, "Send timeout: closing the connection");
                         return;
                     }
                 }

@@ -33,28 +33,8 @@ for b in wrk nginx openssl "$WRIT_BIN" "$ENVOY_BIN"; do
   command -v "$b" >/dev/null || { echo "missing $b" >&2; exit 1; }
 done
 
-RUN=$(mktemp -d)
-STARTED=()
-cleanup() {
-  local p
-  for p in "${STARTED[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for p in "${STARTED[@]}"; do wait "$p" 2>/dev/null; done
-  rm -rf "$RUN"
-}
-trap cleanup EXIT
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-start() { # name port argv...
-  local name=$1 port=$2; shift 2
-  "$@" > "$RUN/$name.log" 2>&1 &
-  STARTED+=("$!")
-  for _ in $(seq 150); do
-    port_open "$port" && return 0
-    kill -0 "$!" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "$name did not start:" >&2; tail -5 "$RUN/$name.log" >&2; exit 1
-}
+# shellcheck source=benches/peers/lib.sh
+source "$ROOT/benches/peers/lib.sh"
 
 # Test key and token (test material only).
 openssl ecparam -genkey -name prime256v1 -noout 2>/dev/null | openssl pkcs8 -topk8 -nocrypt -out "$RUN/key.pem"

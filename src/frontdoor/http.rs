@@ -65,9 +65,9 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
-        .max_headers(writ_engine::vocab::MAX_HEADER_FIELDS)
         // The proxy listener's head limit (64 KiB).
         .max_buf_size(64 * 1024);
+    crate::proxy::limit_header_fields(&mut builder.http1());
     tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {

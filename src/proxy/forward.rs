@@ -3,8 +3,6 @@
 //! client's `Connection` names, every client spelling of writ's identity headers
 //! and override headers, then sets the verified identity.
 
-use std::net::SocketAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 
@@ -16,7 +14,9 @@ use writ_engine::vocab::{METHOD_OVERRIDE_HEADERS, URL_OVERRIDE_HEADERS, header_i
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus legacy ones proxies must not pass.
 /// Pre-built names: removing by `&str` would parse and hash the name each time.
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// A `static`, not a `const`: a `const` array of names is built and dropped
+/// again at every use.
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -32,20 +32,34 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-/// Names the `Connection` header nominates (lowercased tokens).
+/// Names the `Connection` header nominates (lowercased tokens), leaving out the
+/// hop-by-hop names removed anyway: a backend's `Connection: keep-alive` costs
+/// no allocation.
 fn nominated(headers: &HeaderMap) -> Vec<String> {
     headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
+        .map(str::trim)
+        .filter(|t| {
+            !t.is_empty()
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|h| t.eq_ignore_ascii_case(h.as_str()))
+        })
+        .map(str::to_ascii_lowercase)
         .collect()
 }
 
 /// Removes hop-by-hop headers and the ones `Connection` nominates (responses too).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most requests carry none: one pass over the names instead of nine removals,
+    // each of which hashes and probes. `Connection` is one of them, so nothing it
+    // could nominate is missed.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     for n in nominated(headers) {
         // `Connection: x-writ-subject` must never reach our own identity headers:
         // they are set after this runs, so removing here is harmless.
@@ -121,7 +135,8 @@ pub struct Outbound<'a> {
     pub target: &'a NormalizedTarget,
     pub action: Option<&'a str>,
     pub request_id: &'a str,
-    pub peer: SocketAddr,
+    /// The client's IP address (`ConnInfo::peer_ip`).
+    pub peer_ip: &'a HeaderValue,
     pub tls: bool,
     /// Host as the client addressed it (Host or :authority).
     pub host: Option<&'a str>,
@@ -131,14 +146,20 @@ pub struct Outbound<'a> {
 pub fn prepare(parts: &mut Parts, out: &Outbound<'_>) -> Result<(), http::Error> {
     let p = out.policy;
     let up = out.upstream;
-    let uri = format!(
-        "{}://{}{}{}",
-        if up.scheme_https { "https" } else { "http" },
-        up.authority,
-        up.base_path,
-        out.target.path_and_query()
+    // Appended, not `format!`ed, and handed over without a copy.
+    let target = out.target.path_and_query();
+    let scheme = if up.scheme_https {
+        "https://"
+    } else {
+        "http://"
+    };
+    let mut uri = String::with_capacity(
+        scheme.len() + up.authority.len() + up.base_path.len() + target.len(),
     );
-    parts.uri = uri.parse()?;
+    for part in [scheme, &up.authority, &up.base_path, &target] {
+        uri.push_str(part);
+    }
+    parts.uri = http::Uri::from_maybe_shared(bytes::Bytes::from(uri))?;
     parts.version = http::Version::HTTP_11;
     let h = &mut parts.headers;
     strip_hop_by_hop(h);
@@ -175,12 +196,19 @@ pub fn prepare(parts: &mut Parts, out: &Outbound<'_>) -> Result<(), http::Error>
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if out.tls { "https" } else { "http" }),
     );
-    let ip = out.peer.ip().to_string();
-    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
+    // A previous value that is not plain ASCII is dropped, not extended.
+    let xff = match h.get(&X_FORWARDED_FOR).filter(|v| v.to_str().is_ok()) {
+        Some(prev) => {
+            let mut joined = Vec::with_capacity(prev.len() + 2 + out.peer_ip.len());
+            for part in [prev.as_bytes(), b", ", out.peer_ip.as_bytes()] {
+                joined.extend_from_slice(part);
+            }
+            // Both parts were valid header values, so the join is one too.
+            HeaderValue::from_bytes(&joined).ok()
+        }
+        None => Some(out.peer_ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         h.insert(X_FORWARDED_FOR, v);
     }
     if let Ok(v) = HeaderValue::from_str(out.request_id) {

@@ -29,6 +29,51 @@ pub struct Metrics {
     pub security_events: IntCounterVec,
     /// Front-door calls refused because the peer is not a trusted proxy.
     pub frontdoor_untrusted: IntCounterVec,
+    /// The proxy's per-action series handles for the config in force.
+    hot: arc_swap::ArcSwap<HotSeries>,
+}
+
+/// What one request adds to `writ_requests_total` and
+/// `writ_request_duration_seconds`.
+pub struct Counted<'a> {
+    /// `policy.generation` of the config the request was decided under.
+    pub generation: u64,
+    /// How many actions that config has.
+    pub actions: usize,
+    /// The action's index (`None`: unmatched).
+    pub index: Option<usize>,
+    pub action: &'a str,
+    pub decision: &'static str,
+    pub reason: &'static str,
+    pub frontend: Frontend,
+    pub seconds: f64,
+}
+
+/// Series handles of the proxy's requests, one slot per action of one config
+/// generation (plus one for unmatched requests), each made by the first request
+/// that needs it: `with_label_values` hashes every label and takes the vector's
+/// read lock, on every request; a filled slot is a pointer away and lock-free.
+/// A slot keeps the (decision, reason) pair it was made with, the common one;
+/// any other outcome of that action goes through the labels.
+struct HotSeries {
+    generation: u64,
+    slots: Box<[std::sync::OnceLock<ActionSeries>]>,
+}
+
+struct ActionSeries {
+    decision: &'static str,
+    reason: &'static str,
+    requests: IntCounter,
+    duration: Histogram,
+}
+
+impl HotSeries {
+    fn new(generation: u64, slots: usize) -> HotSeries {
+        HotSeries {
+            generation,
+            slots: (0..slots).map(|_| std::sync::OnceLock::new()).collect(),
+        }
+    }
 }
 
 /// Which door a request came in through: the `frontend` label and log field.
@@ -215,6 +260,7 @@ impl Metrics {
         )?;
         registry.register(Box::new(security_events.clone()))?;
         Ok(Metrics {
+            hot: arc_swap::ArcSwap::from_pointee(HotSeries::new(0, 0)),
             security_events,
             registry,
             requests,
@@ -241,6 +287,55 @@ impl Metrics {
         self.config_info.with_label_values(&[digest]).set(1);
     }
 
+    /// Counts one request and observes its duration: through the hot slots for
+    /// the proxy, through the labels for the front doors and rare outcomes.
+    pub fn count(&self, c: &Counted<'_>) {
+        if c.frontend == Frontend::Proxy {
+            let hot = self.hot.load();
+            if hot.generation != c.generation || hot.slots.len() != c.actions + 1 {
+                // A new config: fresh slots (a race between workers only costs a
+                // few label lookups).
+                self.hot.store(std::sync::Arc::new(HotSeries::new(
+                    c.generation,
+                    c.actions + 1,
+                )));
+            } else if let Some(slot) = hot
+                .slots
+                .get(c.index.unwrap_or(c.actions))
+                .filter(|_| c.index.is_some() || c.action == UNMATCHED)
+            {
+                let s = slot.get_or_init(|| ActionSeries {
+                    decision: c.decision,
+                    reason: c.reason,
+                    requests: self.requests.with_label_values(&[
+                        c.action,
+                        c.decision,
+                        c.reason,
+                        c.frontend.as_str(),
+                    ]),
+                    duration: self.request_duration.with_label_values(&[c.action]),
+                });
+                s.duration.observe(c.seconds);
+                if s.decision == c.decision && s.reason == c.reason {
+                    s.requests.inc();
+                } else {
+                    self.count_requests(c);
+                }
+                return;
+            }
+        }
+        self.count_requests(c);
+        self.request_duration
+            .with_label_values(&[c.action])
+            .observe(c.seconds);
+    }
+
+    fn count_requests(&self, c: &Counted<'_>) {
+        self.requests
+            .with_label_values(&[c.action, c.decision, c.reason, c.frontend.as_str()])
+            .inc();
+    }
+
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -249,5 +344,68 @@ impl Metrics {
             return String::new();
         }
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod hot_series_tests {
+    use super::*;
+
+    fn counted<'a>(
+        generation: u64,
+        index: Option<usize>,
+        action: &'a str,
+        reason: &'static str,
+    ) -> Counted<'a> {
+        Counted {
+            generation,
+            actions: 2,
+            index,
+            action,
+            decision: "allow",
+            reason,
+            frontend: Frontend::Proxy,
+            seconds: 0.001,
+        }
+    }
+
+    fn requests(m: &Metrics, labels: &[&str]) -> u64 {
+        m.requests.with_label_values(labels).get()
+    }
+
+    #[test]
+    fn the_hot_slots_count_exactly_what_the_labels_would() {
+        let m = Metrics::new().unwrap_or_else(|e| panic!("{e}"));
+        // The first request of a generation builds the slots; every later one uses them.
+        for _ in 0..3 {
+            m.count(&counted(1, Some(0), "run-job", "allowed"));
+        }
+        m.count(&counted(1, Some(0), "run-job", "audit_only"));
+        m.count(&counted(1, None, UNMATCHED, "allowed"));
+        // A reload (new generation) with other action indices.
+        m.count(&counted(2, Some(1), "read-job", "allowed"));
+        m.count(&counted(2, Some(1), "read-job", "allowed"));
+        assert_eq!(requests(&m, &["run-job", "allow", "allowed", "proxy"]), 3);
+        assert_eq!(
+            requests(&m, &["run-job", "allow", "audit_only", "proxy"]),
+            1
+        );
+        assert_eq!(requests(&m, &[UNMATCHED, "allow", "allowed", "proxy"]), 1);
+        assert_eq!(requests(&m, &["read-job", "allow", "allowed", "proxy"]), 2);
+        assert_eq!(
+            m.request_duration
+                .with_label_values(&["run-job"])
+                .get_sample_count(),
+            4
+        );
+        // Front doors go through the labels, never a proxy slot.
+        let mut door = counted(2, Some(1), "read-job", "allowed");
+        door.frontend = Frontend::ExtAuthzGrpc;
+        m.count(&door);
+        assert_eq!(
+            requests(&m, &["read-job", "allow", "allowed", "ext_authz_grpc"]),
+            1
+        );
+        assert_eq!(requests(&m, &["read-job", "allow", "allowed", "proxy"]), 2);
     }
 }
