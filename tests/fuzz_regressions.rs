@@ -108,6 +108,7 @@ fn seeds_reach_allow() {
             host: None,
             headers: &headers,
             form_body: None,
+            json_body: None,
             origin: writ_engine::request::Origin::Proxy,
         };
         let cx = writ_engine::Context {

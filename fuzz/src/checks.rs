@@ -257,6 +257,7 @@ fn probe_policy(policy: &Policy) {
                 host: Some("Example.COM."),
                 headers: &headers,
                 form_body: None,
+                json_body: None,
                 origin: writ_engine::request::Origin::Proxy,
             };
             let d = decide(policy, &req, &ctx(&creds, true));
@@ -354,6 +355,7 @@ fn decide_fixed(headers: &HeaderMap, creds: &Credentials) {
             host: Some("orders.example.com"),
             headers,
             form_body: None,
+            json_body: None,
             origin: writ_engine::request::Origin::Proxy,
         };
         let d = decide(policy, &req, &ctx(creds, false));

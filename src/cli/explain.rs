@@ -188,6 +188,7 @@ fn decide_args(policy: &Policy, args: &Args) -> Result<(Shown, Decision), u8> {
         host: shown.host.as_deref(),
         headers: &headers,
         form_body: None,
+        json_body: None,
         origin: if args.front_door {
             Origin::FrontDoor
         } else {

@@ -245,27 +245,46 @@ pub async fn handle(
         Ok(x) => x,
         Err(e) => return Ok(cx.reject(None, &e)),
     };
+    if let Some(resp) = respond::resource_metadata(&cx.config.policy, &parts.method, &target) {
+        return Ok(cx.with_id(resp));
+    }
     // A form body may carry `_method` (Rails, Laravel, Symfony): it is read,
     // bounded, before deciding, and the bytes read are the bytes forwarded.
-    let (form, body) = if is_form_body(&parts.headers) {
-        let limit = cx.config.settings.limits.header_read_timeout;
-        match read_form_body(&parts.headers, body, limit).await {
+    let limit = cx.config.settings.limits.header_read_timeout;
+    let (form, mut body) = if is_form_body(&parts.headers) {
+        match read_body(&parts.headers, body, limit, MAX_FORM_BODY, "form").await {
             Ok(b) => (Some(b), None),
             Err(e) => return Ok(cx.reject(None, &e)),
         }
     } else {
         (None, Some(body))
     };
-    // Deciding time excludes the wait for a form body.
-    let request = EngineRequest {
+    // Deciding time excludes the wait for a body.
+    let mut request = EngineRequest {
         method: &cx.method,
         target: &target,
         host: client_host.as_deref(),
         headers: &parts.headers,
         form_body: form.as_deref(),
+        json_body: None,
         origin: writ_engine::request::Origin::Proxy,
     };
-    let d = decide_live(&cx.shared, &cx.config.policy, &request).await;
+    let mut d = decide_live(&cx.shared, &cx.config.policy, &request).await;
+    // The action reads a JSON body (`body: json`, an MCP endpoint): only now is
+    // it read, bounded, and the request decided again on it. The bytes parsed
+    // are the bytes forwarded.
+    let mut json: Option<Bytes> = None;
+    if d.needs_body
+        && let Some(stream) = body.take()
+    {
+        let max = cx.config.policy.requests.max_json_body;
+        match read_body(&parts.headers, stream, limit, max, "JSON").await {
+            Ok(b) => json = Some(b),
+            Err(e) => return Ok(cx.reject(Some(&d), &e)),
+        }
+        request.json_body = json.as_deref();
+        d = decide_live(&cx.shared, &cx.config.policy, &request).await;
+    }
 
     let permit = match &d.verdict {
         Verdict::Deny(e) => return Ok(cx.reject(Some(&d), e)),
@@ -281,6 +300,13 @@ pub async fn handle(
     let client_version = parts.version;
     let body = match (body, form) {
         (Some(stream), _) => body::ClientBody::new(stream),
+        (None, None) if json.is_some() => {
+            let bytes = json.unwrap_or_default();
+            parts
+                .headers
+                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            body::ClientBody::buffered(bytes)
+        }
         (None, form) => {
             let bytes = match &d.form_body {
                 Some(stripped) => Bytes::copy_from_slice(stripped),
@@ -359,26 +385,27 @@ pub async fn handle(
                 status: e.status,
             };
             cx.record(Some(&d), outcome);
-            Ok(cx.with_id(respond::problem(&e, action, &cx.rid)))
+            let mcp = d.mcp.as_ref();
+            Ok(cx.with_id(respond::denial(&e, action, &cx.rid, mcp, &cx.config.policy)))
         }
     }
 }
 
-/// Reads a whole form body: at most [`MAX_FORM_BODY`] bytes (413
-/// otherwise), within `deadline` (a client trickling its body must not hold a
-/// connection slot), and only without a content coding writ could not read.
-async fn read_form_body(
+/// Reads a whole body writ must decide on (a form body, a JSON body): at most
+/// `max` bytes (413 otherwise), within `deadline` (a client trickling its body
+/// must not hold a connection slot), and only without a content coding writ
+/// could not read.
+async fn read_body(
     headers: &http::HeaderMap,
     body: Incoming,
     deadline: std::time::Duration,
+    max: usize,
+    what: &str,
 ) -> Result<Bytes, Denial> {
     let too_large = || {
         Denial::new(
             Reason::BodyTooLarge,
-            format!(
-                "form bodies are read before deciding and may be at most {} bytes",
-                MAX_FORM_BODY
-            ),
+            format!("{what} bodies are read before deciding and may be at most {max} bytes"),
         )
     };
     let coded = headers
@@ -388,21 +415,21 @@ async fn read_form_body(
     if coded {
         return Err(Denial::new(
             Reason::BadRequest,
-            "a form body with a content coding cannot be checked",
+            format!("a {what} body with a content coding cannot be checked"),
         ));
     }
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_FORM_BODY as u64) {
+    if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
-    let limited = http_body_util::Limited::new(body, MAX_FORM_BODY);
+    let limited = http_body_util::Limited::new(body, max);
     match tokio::time::timeout(deadline, limited.collect()).await {
         Err(_) => Err(Denial::new(
             Reason::BadRequest,
-            "the form body did not arrive in time",
+            format!("the {what} body did not arrive in time"),
         )),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Ok(Err(_)) => Err(Denial::new(
@@ -433,7 +460,14 @@ impl Ctx {
             status: e.status,
         };
         self.record(d, outcome);
-        self.with_id(respond::problem(e, action, &self.rid))
+        let mcp = d.and_then(|d| d.mcp.as_ref());
+        self.with_id(respond::denial(
+            e,
+            action,
+            &self.rid,
+            mcp,
+            &self.config.policy,
+        ))
     }
 
     /// Stage 6: metrics and one decision-log line, exactly once per request.
@@ -488,6 +522,7 @@ impl Ctx {
                 .map(|c| Basis::of(c, &policy.bound_claims))
                 .unwrap_or_default(),
             frontend: self.frontend.as_str(),
+            tool: d.and_then(|d| d.mcp.as_ref()).and_then(|m| m.tool.clone()),
         });
     }
 }

@@ -35,6 +35,8 @@ pub struct DecisionRecord {
     pub duration_us: u64,
     /// The door the request came in through (`proxy`, `ext_authz_grpc`, `ext_authz_http`).
     pub frontend: &'static str,
+    /// The MCP tool of a `tools/call` (`null` otherwise); argument values are never logged.
+    pub tool: Option<String>,
     /// Absent when the request was refused before it could be decided.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<Credential>,
@@ -198,6 +200,7 @@ mod tests {
             issuer: None,
             duration_us: 1,
             frontend: "proxy",
+            tool: None,
             credential: Some(Credential::None),
             revocation: None,
             introspection: None,

@@ -113,6 +113,7 @@ fn decide_benches(c: &mut Criterion) {
         host: Some(HOST),
         headers: h,
         form_body: None,
+        json_body: None,
         origin: writ_engine::request::Origin::Proxy,
     };
     let authed = req(&with_token);

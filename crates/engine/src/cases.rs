@@ -192,6 +192,7 @@ pub fn decide_case(policy: &Policy, case: &Case, now: f64) -> Result<Decision, C
         host: case.request.host.as_deref(),
         headers: &headers,
         form_body: None,
+        json_body: None,
         origin: crate::request::Origin::Proxy,
     };
     let cx = Context {
