@@ -30,31 +30,38 @@ pub(crate) fn num_cmp(a: &Number, b: &Number) -> Option<Ordering> {
     a.as_f64()?.partial_cmp(&b.as_f64()?)
 }
 
-/// The request's value of a condition, as an owned JSON value; `Ok(None)`:
-/// not known (a listing without arguments: the condition is not checked).
-fn request_value(rule: &ClaimRule, bound: Bound<'_>, field: &str) -> Result<Option<Value>, Denial> {
+/// The request's value of a condition, as an owned JSON value, and whether
+/// it came as text (a path segment, a literal string) rather than as a JSON
+/// value of the body; `Ok(None)`: not known (a listing without arguments: the
+/// condition is not checked).
+fn request_value(
+    rule: &ClaimRule,
+    bound: Bound<'_>,
+    field: &str,
+) -> Result<Option<(Value, bool)>, Denial> {
     if let ClaimRule::Equals(c) = rule {
         return Ok(Some(match c {
-            ClaimScalar::Str(s) => Value::String(s.clone()),
-            ClaimScalar::Int(i) => Value::from(*i),
-            ClaimScalar::Bool(b) => Value::Bool(*b),
+            ClaimScalar::Str(s) => (Value::String(s.clone()), true),
+            ClaimScalar::Int(i) => (Value::from(*i), false),
+            ClaimScalar::Bool(b) => (Value::Bool(*b), false),
         }));
     }
     match resolve(rule, bound) {
-        Ok(Some(Given::Text(t))) => Ok(Some(Value::String(t))),
-        Ok(Some(Given::Json(v))) => Ok(Some(v.clone())),
+        Ok(Some(Given::Text(t))) => Ok(Some((Value::String(t), true))),
+        Ok(Some(Given::Json(v))) => Ok(Some((v.clone(), false))),
         Ok(None) => Err(mismatch(format!("the request has no value for `{field}`"))),
         Err(None) => Ok(None),
         Err(Some(d)) => Err(d),
     }
 }
 
-/// A request value as a number for a limit: a JSON number, or a path segment
-/// written as one.
-fn as_number(v: &Value) -> Option<Number> {
+/// A request value as a number for a limit: a JSON number of the body, or a
+/// path segment written as one. A JSON string of the body is not a number,
+/// even when a server would coerce it.
+fn as_number(v: &Value, text: bool) -> Option<Number> {
     match v {
         Value::Number(n) => Some(n.clone()),
-        Value::String(s) => {
+        Value::String(s) if text => {
             let f: f64 = s.parse().ok().filter(|f: &f64| f.is_finite())?;
             // Integers stay exact.
             s.parse::<i64>()
@@ -74,15 +81,15 @@ pub(crate) fn check(
     let mut matches = Vec::with_capacity(ad.matches.len());
     for (path, rule) in &ad.matches {
         let field = path.join(".");
-        matches.push((path, request_value(rule, bound, &field)?));
+        matches.push((path, request_value(rule, bound, &field)?.map(|(v, _)| v)));
     }
     let mut limits = Vec::with_capacity(ad.limits.len());
     for (path, rule) in &ad.limits {
         let field = path.join(".");
         let value = match request_value(rule, bound, &field)? {
             None => None,
-            Some(v) => Some(
-                as_number(&v)
+            Some((v, text)) => Some(
+                as_number(&v, text)
                     .ok_or_else(|| mismatch(format!("the request's `{field}` is not a number")))?,
             ),
         };
