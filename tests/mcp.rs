@@ -132,7 +132,9 @@ struct Mcp {
 }
 
 fn config() -> Config {
-    Config::new(ACTIONS).set(
+    Config::new(ACTIONS)
+        .set("defaults", "\n  delegation: { mode: allow }")
+        .set(
         "protected_resource",
         "\n  resource: https://mcp.example.com/mcp\n  authorization_servers: [\"https://login.example.com/\"]",
     )
@@ -547,4 +549,68 @@ fn the_mcp_handshake_passes_through_for_a_reader() {
         "no_matching_action",
         json!(9),
     );
+}
+
+fn listed(resp: &RawResponse) -> Vec<String> {
+    let m = message(resp);
+    let mut names: Vec<String> = m["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tools in {m}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn tools_list_shows_only_what_the_caller_could_call_in_json_and_sse() {
+    for mode in ["sse", "json"] {
+        let mcp = Mcp::start(mode);
+        let list = br#"{"jsonrpc":"2.0","id":"l1","method":"tools/list"}"#;
+        let resp = mcp.post(Some(&mcp.reader()), list, &[]);
+        assert_eq!(resp.status, 200, "{mode}: {}", resp.describe());
+        let ct = resp.header("content-type").unwrap_or_default();
+        assert!(
+            ct.starts_with(if mode == "sse" {
+                "text/event-stream"
+            } else {
+                "application/json"
+            }),
+            "{}",
+            resp.describe()
+        );
+        // get_balance binds `tenant` to an argument: a token without a tenant can never call it.
+        assert_eq!(listed(&resp), vec!["get_order"], "{mode}");
+        // Someone who may refund (delegated, scoped) and may read, with a tenant: the
+        // argument bindings are not checked without arguments, everything else is.
+        let both = mcp
+            .keys
+            .token()
+            .scope("mcp:read refunds:write")
+            .act("agent:shopper")
+            .claim("tenant", json!("acme"))
+            .claim(
+                "authorization_details",
+                json!([{"type": "refund", "order_id": "42", "max_amount": 5}]),
+            )
+            .sign();
+        let resp = mcp.post(Some(&both), list, &[]);
+        assert_eq!(
+            listed(&resp),
+            vec!["create_refund", "get_balance", "get_order"],
+            "{mode}"
+        );
+        // Without an approval of the type, no call could pass: create_refund is hidden.
+        // A fresh admin sees reset_password; deploy has no action: never listed.
+        let admin = mcp
+            .keys
+            .token()
+            .scope("mcp:read users:admin")
+            .claim("auth_time", json!(now()))
+            .sign();
+        let resp = mcp.post(Some(&admin), list, &[]);
+        assert_eq!(listed(&resp), vec!["get_order", "reset_password"], "{mode}");
+        assert!(mcp.server.calls().is_empty());
+    }
 }

@@ -7,6 +7,7 @@
 pub mod body;
 pub mod forward;
 pub mod respond;
+pub mod tools_list;
 pub mod upstream;
 
 use std::convert::Infallible;
@@ -333,6 +334,11 @@ pub async fn handle(
         let e = Denial::new(Reason::BadRequest, "target cannot be forwarded");
         return Ok(cx.reject(Some(&d), &e));
     }
+    let tools = tools_filter(&cx, &d);
+    if tools.is_some() {
+        // The answer is rewritten: it must come in a coding writ can read.
+        parts.headers.remove(http::header::ACCEPT_ENCODING);
+    }
     let up = cx.shared.upstream.load_full();
     let (body, client_failed) = body;
     match up
@@ -349,6 +355,21 @@ pub async fn handle(
             // The client's connection has its own version and persistence: an
             // HTTP/1.0 backend must not turn the answer into an HTTP/1.0 close.
             rp.version = client_version;
+            let rb = match tools {
+                Some(filter) if status == 200 => {
+                    match filter_tools_list(&filter, &mut rp.headers, rb.boxed()).await {
+                        Ok(b) => b,
+                        Err(tools_list::Unfilterable) => {
+                            let e = Denial::new(
+                                Reason::UpstreamUnavailable,
+                                "the tools/list answer could not be filtered",
+                            );
+                            return Ok(cx.reject(Some(&d), &e));
+                        }
+                    }
+                }
+                _ => rb.boxed(),
+            };
             let reason = d.verdict.reason();
             cx.record(
                 Some(&d),
@@ -359,7 +380,7 @@ pub async fn handle(
                     status,
                 },
             );
-            Ok(cx.with_id(Response::from_parts(rp, rb.boxed())))
+            Ok(cx.with_id(Response::from_parts(rp, rb)))
         }
         Err(err) => {
             let e = if client_failed.load(Ordering::Relaxed) {
@@ -389,6 +410,53 @@ pub async fn handle(
             Ok(cx.with_id(respond::denial(&e, action, &cx.rid, mcp, &cx.config.policy)))
         }
     }
+}
+
+/// The `tools/list` filter for a forwarded request, when it is one on an MCP endpoint.
+fn tools_filter(cx: &Ctx, d: &Decision) -> Option<tools_list::ToolFilter> {
+    let call = d.mcp.as_ref()?;
+    if call.method.as_deref() != Some(writ_engine::policy::mcp::TOOLS_LIST) {
+        return None;
+    }
+    let group = cx.config.policy.action(d.action?).mcp_group?;
+    Some(tools_list::ToolFilter {
+        config: cx.config.clone(),
+        group,
+        params: d.params.clone(),
+        token: d.token.clone(),
+        now: d.now,
+        id: call.id.clone().unwrap_or(serde_json::Value::Null),
+    })
+}
+
+/// A `tools/list` answer, filtered: JSON read whole, SSE event by event.
+async fn filter_tools_list(
+    filter: &tools_list::ToolFilter,
+    headers: &mut http::HeaderMap,
+    rb: Body,
+) -> Result<Body, tools_list::Unfilterable> {
+    let coded = headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if coded {
+        return Err(tools_list::Unfilterable);
+    }
+    let ct = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if ct.starts_with("text/event-stream") {
+        headers.remove(http::header::CONTENT_LENGTH);
+        return Ok(tools_list::Sse::new(rb, filter.clone()).boxed());
+    }
+    if !ct.starts_with("application/json") {
+        return Err(tools_list::Unfilterable);
+    }
+    let bytes = tools_list::json(filter, rb).await?;
+    headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    Ok(respond::full(bytes))
 }
 
 /// Reads a whole body writ must decide on (a form body, a JSON body): at most

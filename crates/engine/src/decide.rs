@@ -221,6 +221,37 @@ fn run(policy: &Policy, req: &Request<'_>, cx: &Context<'_>, d: &mut Decision) -
     }
 }
 
+/// Whether a `tools/list` entry stays listed (SPEC: the answer is filtered to
+/// the tools the caller's token could call): the tool is classified on the
+/// same endpoint as a `tools/call` and authorized as one, without arguments,
+/// so conditions on arguments are not checked and everything else is. The
+/// token is the one the `tools/list` request itself was decided with.
+pub fn tool_visible(
+    policy: &Policy,
+    group: usize,
+    params: &[(String, String)],
+    token: Option<&Verified>,
+    tool: &str,
+    now: f64,
+) -> bool {
+    let Some(i) = policy
+        .mcp_groups
+        .get(group)
+        .and_then(|g| g.select(crate::policy::mcp::TOOLS_CALL, Some(tool)))
+    else {
+        return false;
+    };
+    let action = policy.action(i);
+    if action.public || action.mode.unwrap_or(policy.defaults.mode) == Mode::Audit {
+        return true;
+    }
+    let Some(token) = token else {
+        return false;
+    };
+    let bound = Bound { params, body: None };
+    authorize(policy, action, bound, token, now).result.is_ok()
+}
+
 /// `token_verified`: whether authentication passed before the denial.
 fn audit_or_deny(mode: Mode, e: Denial, token_verified: bool) -> Verdict {
     match mode {
