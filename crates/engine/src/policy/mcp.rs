@@ -14,6 +14,18 @@ pub const PROMPTS_GET: &str = "prompts/get";
 /// The JSON-RPC method whose answer writ filters.
 pub const TOOLS_LIST: &str = "tools/list";
 
+/// The bytes of a JSON-RPC `tools/call` request (id 1) for `tool` with
+/// `args`: what `writ explain --mcp-tool`, test cases and benches send.
+pub fn tools_call_body(tool: &str, args: &serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": TOOLS_CALL,
+        "params": {"name": tool, "arguments": args},
+    }))
+    .unwrap_or_default()
+}
+
 /// What an `mcp:` block names (exactly one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum McpKind {
