@@ -412,6 +412,14 @@ pub async fn handle(
     }
 }
 
+/// Whether a body carries a content coding (writ reads only identity bodies).
+fn content_coded(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+}
+
 /// The `tools/list` filter for a forwarded request, when it is one on an MCP endpoint.
 fn tools_filter(cx: &Ctx, d: &Decision) -> Option<tools_list::ToolFilter> {
     let call = d.mcp.as_ref()?;
@@ -435,11 +443,7 @@ async fn filter_tools_list(
     headers: &mut http::HeaderMap,
     rb: Body,
 ) -> Result<Body, tools_list::Unfilterable> {
-    let coded = headers
-        .get_all(http::header::CONTENT_ENCODING)
-        .iter()
-        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    if coded {
+    if content_coded(headers) {
         return Err(tools_list::Unfilterable);
     }
     let ct = headers
@@ -476,11 +480,7 @@ async fn read_body(
             format!("{what} bodies are read before deciding and may be at most {max} bytes"),
         )
     };
-    let coded = headers
-        .get_all(http::header::CONTENT_ENCODING)
-        .iter()
-        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    if coded {
+    if content_coded(headers) {
         return Err(Denial::new(
             Reason::BadRequest,
             format!("a {what} body with a content coding cannot be checked"),

@@ -210,3 +210,81 @@ impl http_body::Body for Sse {
         SizeHint::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// A backend body handing out the given chunks, one per poll.
+    struct Chunks(VecDeque<&'static [u8]>);
+
+    impl http_body::Body for Chunks {
+        type Data = Bytes;
+        type Error = hyper::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+            Poll::Ready(
+                self.0
+                    .pop_front()
+                    .map(|c| Ok(Frame::data(Bytes::from_static(c)))),
+            )
+        }
+    }
+
+    fn filter() -> ToolFilter {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("config/examples/mcp-server.yaml");
+        let config = writ_engine::config::load(&p).unwrap();
+        ToolFilter {
+            config: Arc::new(config),
+            group: 0,
+            params: Vec::new(),
+            // No token: no tool of the example is public, so every tool is hidden.
+            token: None,
+            now: 0.0,
+            id: Value::from(3),
+        }
+    }
+
+    #[test]
+    fn only_the_answer_event_is_rewritten_even_when_split_across_frames() {
+        let chunks: VecDeque<&'static [u8]> = VecDeque::from(vec![
+            &b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\nevent: mess"[..],
+            &b"age\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"tools\":[{\"name\":\"get_order\"},{\"name\":\"deploy\"}]}}\n"[..],
+            &b"\n: trailing comment\n\n"[..],
+        ]);
+        let body = Sse::new(Chunks(chunks).boxed(), filter());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let out = rt.block_on(body.collect()).unwrap().to_bytes();
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(
+            text.starts_with(
+                "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "event: message\ndata: {\"id\":3,\"jsonrpc\":\"2.0\",\"result\":{\"tools\":[]}}\n\n"
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with(": trailing comment\n\n"), "{text}");
+    }
+
+    #[test]
+    fn an_answer_to_another_id_is_passed_on_as_it_came() {
+        let f = filter();
+        assert!(
+            f.message(br#"{"jsonrpc":"2.0","id":4,"result":{"tools":[{"name":"x"}]}}"#)
+                .is_none()
+        );
+        assert_eq!(event_end(b"data: x\r\n\r\nrest"), Some(11));
+        assert_eq!(event_end(b"data: x\n"), None);
+    }
+}
