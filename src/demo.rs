@@ -139,15 +139,24 @@ async fn send(
     method: &str,
     target: &str,
     token: Option<&str>,
+    body: Option<&[u8]>,
 ) -> Result<(u16, Value), DemoError> {
     let mut s = TcpStream::connect(addr).await?;
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    let body = body.unwrap_or_default();
+    let ct = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/json\r\n"
+    };
     let req = format!(
-        "{method} {target} HTTP/1.1\r\nHost: api.example.com\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {target} HTTP/1.1\r\nHost: api.example.com\r\n{auth}{ct}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
     );
     s.write_all(req.as_bytes()).await?;
+    s.write_all(body).await?;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
         .await
@@ -201,6 +210,19 @@ async fn tour(once: bool) -> Result<(), DemoError> {
     let agent = token(agent_claims.clone())?;
     agent_claims["iat"] = json!(now - 6 * 60);
     let stale_agent = token(agent_claims)?;
+    // A shopping agent with a person's approval: refund order 42, up to 120.
+    let mut shopper = base("refunds:write", "acme");
+    shopper["act"] = json!({"sub": "agent:shopper"});
+    shopper["authorization_details"] =
+        json!([{"type": "refund", "order_id": "42", "max_amount": 120}]);
+    let shopper = token(shopper)?;
+    let refund = |amount: u32| {
+        writ_engine::policy::mcp::tools_call_body(
+            "create_refund",
+            &json!({"order_id": "42", "amount": amount, "tenant": "acme"}),
+        )
+    };
+    let (refund_80, refund_500) = (refund(80), refund(500));
 
     out!(
         "{}",
@@ -210,42 +232,49 @@ async fn tour(once: bool) -> Result<(), DemoError> {
     out!("  admin    http://{admin}/metrics");
     out!("  backend  http://{backend}  (echo: shows what it received)\n");
 
-    let script: Vec<(&str, &str, &str, Option<&str>)> = vec![
+    type Scene<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, Option<&'a [u8]>);
+    let script: Vec<Scene<'_>> = vec![
         (
             "reader reads a job",
             "GET",
             "/tenants/acme/jobs/7",
             Some(&reader),
+            None,
         ),
-        ("no token", "GET", "/tenants/acme/jobs/7", None),
+        ("no token", "GET", "/tenants/acme/jobs/7", None, None),
         (
             "read token tries to RUN a job",
             "POST",
             "/tenants/acme/jobs/7/run",
             Some(&reader),
+            None,
         ),
         (
             "CI agent runs a job for alice",
             "POST",
             "/tenants/acme/jobs/7/run",
             Some(&agent),
+            None,
         ),
         (
             "same agent, delegation 6m old",
             "POST",
             "/tenants/acme/jobs/7/run",
             Some(&stale_agent),
+            None,
         ),
         (
             "acme token, globex tenant",
             "POST",
             "/tenants/globex/jobs/7/run",
             Some(&runner),
+            None,
         ),
         (
             "path confusion via public path",
             "POST",
             "/healthz/../tenants/acme/jobs/7/run",
+            None,
             None,
         ),
         (
@@ -253,11 +282,33 @@ async fn tour(once: bool) -> Result<(), DemoError> {
             "POST",
             "/tenants/acme/jobs/7%2Frun",
             Some(&runner),
+            None,
+        ),
+        (
+            "agent refunds 80 (approved: 120)",
+            "POST",
+            "/mcp  tools/call create_refund",
+            Some(&shopper),
+            Some(&refund_80),
+        ),
+        (
+            "same agent refunds 500",
+            "POST",
+            "/mcp  tools/call create_refund",
+            Some(&shopper),
+            Some(&refund_500),
         ),
     ];
-    for (i, (what, method, target, tok)) in script.iter().enumerate() {
+    for (i, (what, method, target, tok, body)) in script.iter().enumerate() {
         let hits = BACKEND_HITS.load(std::sync::atomic::Ordering::SeqCst);
-        let (status, body) = send(proxy, method, target, *tok).await?;
+        // The shown target may name the tool; what is sent is the path.
+        let path = target.split_whitespace().next().unwrap_or(target);
+        let (status, body) = send(proxy, method, path, *tok, *body).await?;
+        // A denial on an MCP endpoint is a JSON-RPC error carrying the problem.
+        let body = match body.pointer("/error/data") {
+            Some(problem) => problem.clone(),
+            None => body,
+        };
         let reached = BACKEND_HITS.load(std::sync::atomic::Ordering::SeqCst) != hits;
         let allowed = (200..300).contains(&status);
         let verdict = if allowed {

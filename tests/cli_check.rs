@@ -163,7 +163,7 @@ fn check_accepts_the_job_runner_example_with_five_actions_and_one_issuer() {
 
 #[test]
 fn check_accepts_the_demo_config() {
-    assert_valid_with_counts(&repo_path("config/demo/demo.yaml"), 3, 1);
+    assert_valid_with_counts(&repo_path("config/demo/demo.yaml"), 4, 1);
 }
 
 #[test]

@@ -22,7 +22,7 @@ fn demo_tour_shows_each_decision_and_keeps_denials_from_the_backend() {
         .lines()
         .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
         .collect();
-    let expected: [(&str, &str); 8] = [
+    let expected: [(&str, &str); 10] = [
         ("200 allow", "subject=alice"),
         ("401 deny", "reason=no_token action=read-job"),
         ("403 deny", "reason=insufficient_scope action=run-job"),
@@ -31,6 +31,14 @@ fn demo_tour_shows_each_decision_and_keeps_denials_from_the_backend() {
         ("403 deny", "reason=claim_mismatch action=run-job"),
         ("401 deny", "reason=no_token action=run-job"),
         ("400 deny", "reason=bad_request"),
+        (
+            "200 allow",
+            "agent-refund as subject=alice, actor=agent:shopper",
+        ),
+        (
+            "403 deny",
+            "reason=authorization_details_mismatch action=agent-refund",
+        ),
     ];
     assert_eq!(lines.len(), expected.len(), "{text}");
     for (line, (verdict, detail)) in lines.iter().zip(expected) {

@@ -57,7 +57,14 @@ fn replay(target: &str) {
 fn every_target_has_a_test() {
     assert_eq!(
         checks::TARGETS,
-        ["normalize", "config", "token", "act_chain", "cases"]
+        [
+            "normalize",
+            "config",
+            "token",
+            "act_chain",
+            "cases",
+            "jsonrpc"
+        ]
     );
 }
 
@@ -108,6 +115,7 @@ fn seeds_reach_allow() {
             host: None,
             headers: &headers,
             form_body: None,
+            json_body: None,
             origin: writ_engine::request::Origin::Proxy,
         };
         let cx = writ_engine::Context {
@@ -126,4 +134,22 @@ fn seeds_reach_allow() {
         checks::assert_sound(policy, &d);
     }
     assert_eq!(checks::example_policies().len(), 4);
+}
+
+/// The JSON-RPC seeds reach an allow (so the jsonrpc target's checks on allowed bodies run),
+/// and the refused shapes do not.
+#[test]
+fn jsonrpc_seeds_reach_allow() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/jsonrpc");
+    for (seed, allowed) in [
+        ("tools-call", true),
+        ("refund-headers", true),
+        ("tools-list", true),
+        ("notification", true),
+        ("batch", false),
+        ("duplicate-name", false),
+    ] {
+        let data = std::fs::read(root.join(seed)).unwrap();
+        assert_eq!(checks::jsonrpc_allowed(&data), allowed, "{seed}");
+    }
 }

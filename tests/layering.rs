@@ -21,7 +21,7 @@ const FORBIDDEN_IN_ENGINE: [&str; 7] = [
 /// The engine's modules, lowest first; one rank may hold several modules, which then may
 /// not import each other.
 const ENGINE_RANKS: &[&[&str]] = &[
-    &["vocab"],
+    &["vocab", "json"],
     &["decision", "keys", "claims", "clock", "request"],
     &["escape", "record", "revocation"],
     &["policy"],

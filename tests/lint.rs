@@ -11,7 +11,7 @@ use support::{fixture, pos, repo_path, shipped_examples, tempdir, writ_run};
 
 const EVERY_CODE: &str = "tests/fixtures/lint/every-code.yaml";
 
-const CODES: [&str; 11] = [
+const CODES: [&str; 12] = [
     "execution-without-scopes",
     "delegation-without-max-age",
     "actor-glob-matches-all",
@@ -23,6 +23,7 @@ const CODES: [&str; 11] = [
     "claim-bound-to-rest",
     "long-leeway",
     "forward-token-execution",
+    "execution-tool-glob",
 ];
 
 #[test]
@@ -57,7 +58,7 @@ fn every_code_is_reported_at_its_position_with_a_hint() {
     assert!(out.stdout.contains(&format!(
         "{EVERY_CODE}:{line}:{col}: warning[claim-bound-to-rest]"
     )));
-    assert!(out.stdout.ends_with(": 12 findings\n"), "{}", out.stdout);
+    assert!(out.stdout.ends_with(": 13 findings\n"), "{}", out.stdout);
 }
 
 #[test]
@@ -67,7 +68,7 @@ fn check_prints_findings_as_warnings_without_failing() {
     assert!(out.stdout.contains(": ok ("), "{}", out.dump());
     assert_eq!(
         out.stderr.matches(": warning[").count(),
-        12,
+        13,
         "{}",
         out.dump()
     );
@@ -118,7 +119,7 @@ fn allow_silences_a_code_per_action_or_everywhere() {
         "{}",
         out.stdout
     );
-    assert!(out.stdout.ends_with(": 10 findings\n"), "{}", out.stdout);
+    assert!(out.stdout.ends_with(": 11 findings\n"), "{}", out.stdout);
     // Top level: everywhere, including findings that belong to no action.
     let global = format!("{base}lint:\n  allow: [shadowed-template, issuer-without-typ]\n");
     let p = dir.path().join("global.yaml");
@@ -131,7 +132,7 @@ fn allow_silences_a_code_per_action_or_everywhere() {
     out.expect_code(1);
     assert!(!out.stdout.contains("shadowed-template"), "{}", out.stdout);
     assert!(!out.stdout.contains("issuer-without-typ"), "{}", out.stdout);
-    assert!(out.stdout.ends_with(": 9 findings\n"), "{}", out.stdout);
+    assert!(out.stdout.ends_with(": 10 findings\n"), "{}", out.stdout);
 }
 
 #[test]

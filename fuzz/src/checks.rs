@@ -28,7 +28,14 @@ use writ_engine::vocab::{Choice, DelegationMode, Mode, PathPolicy, SegmentPolicy
 use writ_engine::{Context, Decision, Request, decide};
 
 /// Every target, by the name of its binary and of its corpus folder.
-pub const TARGETS: [&str; 5] = ["normalize", "config", "token", "act_chain", "cases"];
+pub const TARGETS: [&str; 6] = [
+    "normalize",
+    "config",
+    "token",
+    "act_chain",
+    "cases",
+    "jsonrpc",
+];
 
 /// Runs the check of `target` (one of [`TARGETS`]) on one input.
 pub fn check(target: &str, data: &[u8]) {
@@ -38,6 +45,7 @@ pub fn check(target: &str, data: &[u8]) {
         "token" => check_token(data),
         "act_chain" => check_act_chain(data),
         "cases" => check_cases(data),
+        "jsonrpc" => check_jsonrpc(data),
         _ => panic!("unknown fuzz target `{target}`"),
     }
 }
@@ -257,6 +265,7 @@ fn probe_policy(policy: &Policy) {
                 host: Some("Example.COM."),
                 headers: &headers,
                 form_body: None,
+                json_body: None,
                 origin: writ_engine::request::Origin::Proxy,
             };
             let d = decide(policy, &req, &ctx(&creds, true));
@@ -354,6 +363,7 @@ fn decide_fixed(headers: &HeaderMap, creds: &Credentials) {
             host: Some("orders.example.com"),
             headers,
             form_body: None,
+            json_body: None,
             origin: writ_engine::request::Origin::Proxy,
         };
         let d = decide(policy, &req, &ctx(creds, false));
@@ -544,4 +554,99 @@ pub fn check_cases(data: &[u8]) {
             }
         }
     }
+}
+
+// ------------------------------------------------------------------ jsonrpc
+
+/// The MCP example's policy (`config/examples/mcp-server.yaml`).
+pub fn mcp_policy() -> &'static Policy {
+    static POLICY: OnceLock<Policy> = OnceLock::new();
+    POLICY.get_or_init(|| {
+        let p = repo_root().join("config/examples/mcp-server.yaml");
+        writ_engine::config::load(&p)
+            .unwrap_or_else(|e| panic!("{} does not load:\n{e}", p.display()))
+            .policy
+    })
+}
+
+/// A JSON-RPC body on the MCP endpoint, decided with claims that pass every
+/// check but the body's: the classifier must never panic, and whatever it
+/// allows must be one strict JSON-RPC request whose method (and tool) a
+/// second parser reads the same, classified to the action that names it. A
+/// first line starting with `Mcp-` is sent as mirrored headers (`Name: value`,
+/// `;`-separated) and must agree with the body when allowed.
+pub fn check_jsonrpc(data: &[u8]) {
+    let _ = jsonrpc_allowed(data);
+}
+
+/// [`check_jsonrpc`], saying whether the body was allowed.
+pub fn jsonrpc_allowed(data: &[u8]) -> bool {
+    let policy = mcp_policy();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let mut body = data;
+    if data.starts_with(b"Mcp-") {
+        let end = data.iter().position(|&b| b == b'\n').unwrap_or(data.len());
+        for pair in data[..end].split(|&b| b == b';') {
+            let text = String::from_utf8_lossy(pair);
+            if let Some((k, v)) = text.split_once(':')
+                && let (Ok(k), Ok(v)) = (
+                    http::HeaderName::from_bytes(k.trim().as_bytes()),
+                    HeaderValue::from_str(v.trim()),
+                )
+            {
+                headers.append(k, v);
+            }
+        }
+        body = data.get(end + 1..).unwrap_or_default();
+    }
+    let claims = json!({
+        "iss": "https://login.example.com/", "aud": "mcp-api", "sub": "carol",
+        "scope": "mcp:read refunds:write users:admin orders:write", "tenant": "acme",
+        "iat": NOW - 10.0, "auth_time": NOW - 10.0, "exp": NOW + 600.0,
+        "act": {"sub": "agent:fuzz"},
+        "authorization_details": [{"type": "refund", "order_id": "42",
+                                   "currency": "EUR", "max_amount": 100}],
+    });
+    let Value::Object(claims) = claims else {
+        return false;
+    };
+    let creds = Credentials::Claims(claims);
+    let req = Request {
+        method: "POST",
+        target: "/mcp",
+        host: None,
+        headers: &headers,
+        form_body: None,
+        json_body: Some(body),
+        origin: writ_engine::request::Origin::Proxy,
+    };
+    let d = decide(policy, &req, &ctx(&creds, false));
+    assert_sound(policy, &d);
+    if !matches!(d.verdict, Verdict::Allow { .. }) {
+        return false;
+    }
+    // Allowed: a second parser must read one request with the same method/tool.
+    let v: Value = serde_json::from_slice(body).expect("allowed body is JSON");
+    let method = v["method"]
+        .as_str()
+        .expect("allowed body has a string method");
+    let call = d.mcp.as_ref().expect("an MCP endpoint");
+    assert_eq!(call.method.as_deref(), Some(method));
+    let action = policy.action(d.action.expect("allowed with an action"));
+    let m = action.mcp.as_ref().expect("an mcp action");
+    if method == "tools/call" {
+        let tool = v["params"]["name"].as_str().expect("tools/call has a name");
+        assert_eq!(call.tool.as_deref(), Some(tool));
+        assert!(m.matches(tool), "{tool} classified to {}", action.name);
+    } else {
+        assert!(m.matches(method), "{method} classified to {}", action.name);
+    }
+    if let Some(h) = headers.get("mcp-method") {
+        assert_eq!(h.as_bytes(), method.as_bytes());
+    }
+    true
 }

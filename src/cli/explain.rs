@@ -47,6 +47,16 @@ pub struct Args {
     /// normalization would change is denied.
     #[arg(long)]
     front_door: bool,
+    /// A file holding the request's JSON body (sent as `application/json`
+    /// unless a `--header` says otherwise).
+    #[arg(long, conflicts_with_all = ["mcp_tool", "log_line"])]
+    body: Option<PathBuf>,
+    /// An MCP `tools/call` of this tool (a JSON-RPC body is built).
+    #[arg(long, conflicts_with = "log_line")]
+    mcp_tool: Option<String>,
+    /// The tool's arguments, a JSON object (with `--mcp-tool`).
+    #[arg(long, requires = "mcp_tool")]
+    mcp_args: Option<String>,
 }
 
 fn usage(msg: impl std::fmt::Display) -> u8 {
@@ -188,6 +198,29 @@ fn decide_args(policy: &Policy, args: &Args) -> Result<(Shown, Decision), u8> {
             Err(_) => return Err(usage("token has characters a header cannot carry")),
         }
     }
+    let body = match (&args.body, &args.mcp_tool) {
+        (Some(p), _) => {
+            Some(std::fs::read(p).map_err(|e| usage(format!("cannot read {}: {e}", p.display())))?)
+        }
+        (None, Some(tool)) => {
+            let a: serde_json::Value = match &args.mcp_args {
+                None => json!({}),
+                Some(text) => serde_json::from_str(text)
+                    .map_err(|e| usage(format!("--mcp-args is not JSON: {e}")))?,
+            };
+            if !a.is_object() {
+                return Err(usage("--mcp-args must be a JSON object"));
+            }
+            Some(writ_engine::policy::mcp::tools_call_body(tool, &a))
+        }
+        (None, None) => None,
+    };
+    if body.is_some() && !headers.contains_key(http::header::CONTENT_TYPE) {
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
     let shown = Shown {
         method: args.method.clone().unwrap_or_default(),
         path: args.path.clone().unwrap_or_default(),
@@ -200,6 +233,7 @@ fn decide_args(policy: &Policy, args: &Args) -> Result<(Shown, Decision), u8> {
         host: shown.host.as_deref(),
         headers: &headers,
         form_body: None,
+        json_body: body.as_deref(),
         origin: if args.front_door {
             Origin::FrontDoor
         } else {
@@ -266,6 +300,7 @@ fn to_json(
         "host": d.host,
         "action": action_json(policy, &file, d),
         "upstream": upstream.map(|u| json!({"name": u.name, "url": u.url()})),
+        "tool": d.mcp.as_ref().and_then(|m| m.tool.clone()),
         "checks": d.checks.iter().map(|c| json!({"stage": c.stage, "check": c.name, "ok": c.ok, "detail": c.detail})).collect::<Vec<_>>(),
         "decision": decision,
         "enforced": enforced,

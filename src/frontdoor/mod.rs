@@ -125,6 +125,7 @@ pub async fn ask(shared: &Arc<Shared>, frontend: Frontend, asked: &Asked<'_>) ->
         host: asked.host,
         headers: asked.headers,
         form_body: None,
+        json_body: None,
         origin: Origin::FrontDoor,
     };
     let d = crate::proxy::decide_live(&cx.shared, &cx.config.policy, &request).await;

@@ -7,6 +7,7 @@
 pub mod body;
 pub mod forward;
 pub mod respond;
+pub mod tools_list;
 pub mod upstream;
 
 use std::convert::Infallible;
@@ -289,27 +290,46 @@ pub async fn handle(
         Ok(x) => x,
         Err(e) => return Ok(cx.reject(None, &e)),
     };
+    if let Some(resp) = respond::resource_metadata(&cx.config.policy, &parts.method, &target) {
+        return Ok(cx.with_id(resp));
+    }
     // A form body may carry `_method` (Rails, Laravel, Symfony): it is read,
     // bounded, before deciding, and the bytes read are the bytes forwarded.
-    let (form, body) = if is_form_body(&parts.headers) {
-        let limit = cx.config.settings.limits.header_read_timeout;
-        match read_form_body(&parts.headers, body, limit).await {
+    let limit = cx.config.settings.limits.header_read_timeout;
+    let (form, mut body) = if is_form_body(&parts.headers) {
+        match read_body(&parts.headers, body, limit, MAX_FORM_BODY, "form").await {
             Ok(b) => (Some(b), None),
             Err(e) => return Ok(cx.reject(None, &e)),
         }
     } else {
         (None, Some(body))
     };
-    // Deciding time excludes the wait for a form body.
-    let request = EngineRequest {
+    // Deciding time excludes the wait for a body.
+    let mut request = EngineRequest {
         method: &cx.method,
         target: &target,
         host: client_host.as_deref(),
         headers: &parts.headers,
         form_body: form.as_deref(),
+        json_body: None,
         origin: writ_engine::request::Origin::Proxy,
     };
-    let d = decide_live(&cx.shared, &cx.config.policy, &request).await;
+    let mut d = decide_live(&cx.shared, &cx.config.policy, &request).await;
+    // The action reads a JSON body (`body: json`, an MCP endpoint): only now is
+    // it read, bounded, and the request decided again on it. The bytes parsed
+    // are the bytes forwarded.
+    let mut json: Option<Bytes> = None;
+    if d.needs_body
+        && let Some(stream) = body.take()
+    {
+        let max = cx.config.policy.requests.max_json_body;
+        match read_body(&parts.headers, stream, limit, max, "JSON").await {
+            Ok(b) => json = Some(b),
+            Err(e) => return Ok(cx.reject(Some(&d), &e)),
+        }
+        request.json_body = json.as_deref();
+        d = decide_live(&cx.shared, &cx.config.policy, &request).await;
+    }
 
     let permit = match &d.verdict {
         Verdict::Deny(e) => return Ok(cx.reject(Some(&d), e)),
@@ -325,6 +345,13 @@ pub async fn handle(
     let client_version = parts.version;
     let body = match (body, form) {
         (Some(stream), _) => body::ClientBody::new(stream),
+        (None, None) if json.is_some() => {
+            let bytes = json.unwrap_or_default();
+            parts
+                .headers
+                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            body::ClientBody::buffered(bytes)
+        }
         (None, form) => {
             let bytes = match &d.form_body {
                 Some(stripped) => Bytes::copy_from_slice(stripped),
@@ -352,6 +379,11 @@ pub async fn handle(
         let e = Denial::new(Reason::BadRequest, "target cannot be forwarded");
         return Ok(cx.reject(Some(&d), &e));
     }
+    let tools = tools_filter(&cx, &d);
+    if tools.is_some() {
+        // The answer is rewritten: it must come in a coding writ can read.
+        parts.headers.remove(http::header::ACCEPT_ENCODING);
+    }
     let (body, client_failed) = body;
     match up.send(Request::from_parts(parts, body)).await {
         Ok(resp) => {
@@ -361,6 +393,21 @@ pub async fn handle(
             // The client's connection has its own version and persistence: an
             // HTTP/1.0 backend must not turn the answer into an HTTP/1.0 close.
             rp.version = client_version;
+            let rb = match tools {
+                Some(filter) if status == 200 => {
+                    match filter_tools_list(&filter, &mut rp.headers, rb.boxed()).await {
+                        Ok(b) => b,
+                        Err(tools_list::Unfilterable) => {
+                            let e = Denial::new(
+                                Reason::UpstreamUnavailable,
+                                "the tools/list answer could not be filtered",
+                            );
+                            return Ok(cx.reject(Some(&d), &e));
+                        }
+                    }
+                }
+                _ => rb.boxed(),
+            };
             let reason = d.verdict.reason();
             cx.record(
                 Some(&d),
@@ -371,7 +418,7 @@ pub async fn handle(
                     status,
                 },
             );
-            Ok(cx.with_id(Response::from_parts(rp, rb.boxed())))
+            Ok(cx.with_id(Response::from_parts(rp, rb)))
         }
         Err(err) => {
             let e = if client_failed.load(Ordering::Relaxed) {
@@ -400,50 +447,98 @@ pub async fn handle(
                 status: e.status,
             };
             cx.record(Some(&d), outcome);
-            Ok(cx.with_id(respond::problem(&e, action, &cx.rid)))
+            let mcp = d.mcp.as_ref();
+            Ok(cx.with_id(respond::denial(&e, action, &cx.rid, mcp, &cx.config.policy)))
         }
     }
 }
 
-/// Reads a whole form body: at most [`MAX_FORM_BODY`] bytes (413
-/// otherwise), within `deadline` (a client trickling its body must not hold a
-/// connection slot), and only without a content coding writ could not read.
-async fn read_form_body(
+/// Whether a body carries a content coding (writ reads only identity bodies).
+fn content_coded(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+}
+
+/// The `tools/list` filter for a forwarded request, when it is one on an MCP endpoint.
+fn tools_filter(cx: &Ctx, d: &Decision) -> Option<tools_list::ToolFilter> {
+    let call = d.mcp.as_ref()?;
+    if call.method.as_deref() != Some(writ_engine::policy::mcp::TOOLS_LIST) {
+        return None;
+    }
+    let group = cx.config.policy.action(d.action?).mcp_group?;
+    Some(tools_list::ToolFilter {
+        config: cx.config.clone(),
+        group,
+        params: d.params.clone(),
+        token: d.token.clone(),
+        now: d.now,
+        id: call.id.clone().unwrap_or(serde_json::Value::Null),
+    })
+}
+
+/// A `tools/list` answer, filtered: JSON read whole, SSE event by event.
+async fn filter_tools_list(
+    filter: &tools_list::ToolFilter,
+    headers: &mut http::HeaderMap,
+    rb: Body,
+) -> Result<Body, tools_list::Unfilterable> {
+    if content_coded(headers) {
+        return Err(tools_list::Unfilterable);
+    }
+    let ct = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if ct.starts_with("text/event-stream") {
+        headers.remove(http::header::CONTENT_LENGTH);
+        return Ok(tools_list::Sse::new(rb, filter.clone()).boxed());
+    }
+    if !ct.starts_with("application/json") {
+        return Err(tools_list::Unfilterable);
+    }
+    let bytes = tools_list::json(filter, rb).await?;
+    headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    Ok(respond::full(bytes))
+}
+
+/// Reads a whole body writ must decide on (a form body, a JSON body): at most
+/// `max` bytes (413 otherwise), within `deadline` (a client trickling its body
+/// must not hold a connection slot), and only without a content coding writ
+/// could not read.
+async fn read_body(
     headers: &http::HeaderMap,
     body: Incoming,
     deadline: std::time::Duration,
+    max: usize,
+    what: &str,
 ) -> Result<Bytes, Denial> {
     let too_large = || {
         Denial::new(
             Reason::BodyTooLarge,
-            format!(
-                "form bodies are read before deciding and may be at most {} bytes",
-                MAX_FORM_BODY
-            ),
+            format!("{what} bodies are read before deciding and may be at most {max} bytes"),
         )
     };
-    let coded = headers
-        .get_all(http::header::CONTENT_ENCODING)
-        .iter()
-        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    if coded {
+    if content_coded(headers) {
         return Err(Denial::new(
             Reason::BadRequest,
-            "a form body with a content coding cannot be checked",
+            format!("a {what} body with a content coding cannot be checked"),
         ));
     }
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_FORM_BODY as u64) {
+    if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
-    let limited = http_body_util::Limited::new(body, MAX_FORM_BODY);
+    let limited = http_body_util::Limited::new(body, max);
     match tokio::time::timeout(deadline, limited.collect()).await {
         Err(_) => Err(Denial::new(
             Reason::BadRequest,
-            "the form body did not arrive in time",
+            format!("the {what} body did not arrive in time"),
         )),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Ok(Err(_)) => Err(Denial::new(
@@ -474,7 +569,14 @@ impl Ctx {
             status: e.status,
         };
         self.record(d, outcome);
-        self.with_id(respond::problem(e, action, &self.rid))
+        let mcp = d.and_then(|d| d.mcp.as_ref());
+        self.with_id(respond::denial(
+            e,
+            action,
+            &self.rid,
+            mcp,
+            &self.config.policy,
+        ))
     }
 
     /// The upstream a proxied request goes to: its action's, or the default for
@@ -545,6 +647,7 @@ impl Ctx {
                 .unwrap_or_default(),
             frontend: self.frontend.as_str(),
             upstream: self.upstream_name(d),
+            tool: d.and_then(|d| d.mcp.as_ref()).and_then(|m| m.tool.clone()),
         });
     }
 }

@@ -4,8 +4,11 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
+use serde_json::json;
 
 use super::Body;
+use writ_engine::Policy;
+use writ_engine::classify::body::McpCall;
 use writ_engine::decision::Denial;
 
 /// The RFC 9457 body of a denial, fields in the order `serde_json::json!` wrote
@@ -62,6 +65,95 @@ pub fn problem(denial: &Denial, action: Option<&str>, request_id: &str) -> Respo
 
 pub fn full(b: Bytes) -> Body {
     Full::new(b).map_err(|never| match never {}).boxed()
+}
+
+/// A rejection as the proxy sends it: problem+json, or on an MCP endpoint a
+/// JSON-RPC error whose `data` is the problem object (same status and
+/// challenge); with `protected_resource:` every 401 links the RFC 9728
+/// metadata (`resource_metadata=`).
+pub fn denial(
+    denial: &Denial,
+    action: Option<&str>,
+    request_id: &str,
+    mcp: Option<&McpCall>,
+    policy: &Policy,
+) -> Response<Body> {
+    let mut resp = problem(denial, action, request_id);
+    if let Some(call) = mcp {
+        let problem: serde_json::Value =
+            serde_json::from_slice(&problem_body(denial, action, request_id)).unwrap_or_default();
+        let body = json!({
+            "jsonrpc": "2.0",
+            "id": call.id.clone().unwrap_or(serde_json::Value::Null),
+            "error": {
+                "code": -32001,
+                "message": denial.reason.title(),
+                "data": problem,
+            },
+        });
+        *resp.body_mut() = full(Bytes::from(serde_json::to_vec(&body).unwrap_or_default()));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    link_metadata(&mut resp, policy);
+    resp
+}
+
+/// Adds `resource_metadata="<url>"` to a 401's challenge (RFC 9728 §5.1).
+pub fn link_metadata(resp: &mut Response<Body>, policy: &Policy) {
+    let Some(pr) = &policy.protected_resource else {
+        return;
+    };
+    if resp.status() != StatusCode::UNAUTHORIZED {
+        return;
+    }
+    let h = resp.headers_mut();
+    let base = h
+        .get(header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(r#"Bearer realm="writ""#)
+        .to_string();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        r#"{base}, resource_metadata="{}""#,
+        pr.metadata_url
+    )) {
+        h.insert(header::WWW_AUTHENTICATE, v);
+    }
+}
+
+/// The RFC 9728 document, when `protected_resource:` is set and this is a GET
+/// (or HEAD) of its path: served by writ, never forwarded.
+pub fn resource_metadata(
+    policy: &Policy,
+    method: &http::Method,
+    target: &str,
+) -> Option<Response<Body>> {
+    let pr = policy.protected_resource.as_ref()?;
+    let path = target.split('?').next().unwrap_or(target);
+    if path != pr.metadata_path || !(method == http::Method::GET || method == http::Method::HEAD) {
+        return None;
+    }
+    let doc = json!({
+        "resource": pr.resource,
+        "authorization_servers": pr.authorization_servers,
+        "scopes_supported": pr.scopes_supported,
+        "bearer_methods_supported": ["header"],
+    });
+    let mut resp = Response::new(full(Bytes::from(
+        serde_json::to_vec(&doc).unwrap_or_default(),
+    )));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=300"),
+    );
+    Some(resp)
 }
 
 #[cfg(test)]

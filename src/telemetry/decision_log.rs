@@ -39,6 +39,8 @@ pub struct DecisionRecord {
     /// its name in `upstreams`, `default` for the single-backend form; null for
     /// a front door and for an unmatched request that was refused.
     pub upstream: Option<String>,
+    /// The MCP tool of a `tools/call` (`null` otherwise); argument values are never logged.
+    pub tool: Option<String>,
     /// Absent when the request was refused before it could be decided.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<Credential>,
@@ -225,6 +227,7 @@ mod tests {
             duration_us: 1,
             frontend: "proxy",
             upstream: Some("default".into()),
+            tool: None,
             credential: Some(Credential::None),
             revocation: None,
             introspection: None,

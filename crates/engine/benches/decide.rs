@@ -12,15 +12,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // set-up failures abort the benchmark
 
 use std::hint::black_box;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue};
-use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde_json::json;
 use writ_engine::authenticate::Credentials;
 use writ_engine::authenticate::cache::TokenCache;
 use writ_engine::decision::{Reason, Verdict};
@@ -29,7 +25,7 @@ use writ_engine::{Context, Request, decide};
 
 #[path = "support/policy.rs"]
 mod policy;
-use policy::{AUDIENCE, ISSUER, build_policy};
+use policy::{build_policy, demo_token};
 
 const ACTIONS: usize = 1_000;
 const HOST: &str = "api.example.com";
@@ -40,32 +36,6 @@ fn now_secs() -> f64 {
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs_f64()
-}
-
-/// An ES256 access token from the demo key (kid = RFC 7638 thumbprint).
-fn demo_token(now: f64) -> String {
-    let pem =
-        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/demo/demo-key.pem"))
-            .expect("read demo key");
-    let key = EncodingKey::from_ec_pem(&pem).expect("demo key parses");
-    let kid = Jwk::from_encoding_key(&key, Algorithm::ES256)
-        .and_then(|j| j.thumbprint(ThumbprintHash::SHA256))
-        .expect("thumbprint");
-    let now = now as u64;
-    let claims = json!({
-        "iss": ISSUER,
-        "aud": AUDIENCE,
-        "sub": "user:alice",
-        "client_id": "bench",
-        "scope": "items:read items:run",
-        "tenant": "acme",
-        "iat": now,
-        "exp": now + 3600,
-    });
-    let mut header = Header::new(Algorithm::ES256);
-    header.typ = Some("at+jwt".into());
-    header.kid = Some(kid);
-    jsonwebtoken::encode(&header, &claims, &key).expect("sign")
 }
 
 fn headers(token: Option<&str>) -> HeaderMap {
@@ -113,6 +83,7 @@ fn decide_benches(c: &mut Criterion) {
         host: Some(HOST),
         headers: h,
         form_body: None,
+        json_body: None,
         origin: writ_engine::request::Origin::Proxy,
     };
     let authed = req(&with_token);

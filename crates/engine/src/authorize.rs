@@ -1,6 +1,9 @@
 //! Stage 4: authorize. Delegation (mode → actor → depth → expiry), then scopes,
-//! then claim conditions, then step-up. The first failure is the reason. Only
-//! this stage mints a [`Permit`].
+//! then claim conditions, then step-up, then the approved transaction
+//! (`authorization_details`). The first failure is the reason. Only this stage
+//! mints a [`Permit`].
+
+mod details;
 
 use serde_json::Value;
 
@@ -11,11 +14,23 @@ use crate::escape::decode_path_value;
 use crate::policy::{Action, ClaimRule, Policy};
 use crate::vocab::{ClaimScalar, DelegationMode, glob_match};
 
+/// What a request binds: its path parameters and, for an action that reads
+/// one, its parsed JSON body. `body: None` on such an action means "no
+/// arguments known" (a `tools/list` entry decided as a call): conditions on
+/// the body are then not checked, everything else is.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound<'a> {
+    /// Path parameters, as normalized.
+    pub params: &'a [(String, String)],
+    /// The strictly parsed body.
+    pub body: Option<&'a Value>,
+}
+
 /// The authorize stage: only it mints a [`Permit`].
 pub fn authorize(
     policy: &Policy,
     action: &Action,
-    params: &[(String, String)],
+    bound: Bound<'_>,
     v: &Verified,
     now: f64,
 ) -> Staged<Permit> {
@@ -25,9 +40,13 @@ pub fn authorize(
         steps.ran("authorize", "scopes");
         scopes(action, v)?;
         steps.ran("authorize", "claims");
-        claims(action, params, v)?;
+        claims(action, bound, v)?;
         steps.ran("authorize", "step-up");
         step_up(action, v, now)?;
+        if let Some(ad) = &action.require.authorization_details {
+            steps.ran("authorize", "authorization_details");
+            details::check(ad, bound, v)?;
+        }
         let chain = v.claims.act.as_deref().unwrap_or(&[]);
         Ok(Permit::verified(
             v.claims.sub.clone(),
@@ -149,7 +168,62 @@ fn param_eq(claim: &Value, want: &str) -> bool {
     }
 }
 
-fn claims(action: &Action, params: &[(String, String)], v: &Verified) -> Result<(), Denial> {
+/// A bound request value: a path segment as the backend decodes it, or a
+/// value of the body.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Given<'a> {
+    /// A percent-decoded path parameter.
+    Text(String),
+    /// A JSON value of the body.
+    Json(&'a Value),
+}
+
+/// The request's value for `rule`: `Ok(None)` when the request has none (a
+/// missing body field), `Err(None)` when the body is not known (listing),
+/// `Err(Some(denial))` when the value cannot be read.
+pub(crate) fn resolve<'a>(
+    rule: &ClaimRule,
+    bound: Bound<'a>,
+) -> Result<Option<Given<'a>>, Option<Denial>> {
+    match rule {
+        ClaimRule::Equals(_) => Ok(None),
+        // Bindings compare the segment as the backend decodes it (`m%C3%BCnchen`
+        // is `münchen`; `a%20b` is `a b`), never the escaped text.
+        ClaimRule::Param(p) => match bound.params.iter().find(|(n, _)| n == p) {
+            None => Ok(None),
+            Some((_, raw)) => match decode_path_value(raw) {
+                Some(v) => Ok(Some(Given::Text(v.into_owned()))),
+                None => Err(Some(Denial::new(
+                    Reason::BadRequest,
+                    format!("path parameter `{p}` is not UTF-8 once percent-decoded"),
+                ))),
+            },
+        },
+        ClaimRule::Body(path) => match bound.body {
+            None => Err(None),
+            Some(b) => Ok(crate::json::lookup(b, path).map(Given::Json)),
+        },
+    }
+}
+
+/// A claim (or entry field) equals a bound request value: strings to
+/// strings, numbers to numbers (a path segment to a number written the same),
+/// booleans to booleans.
+pub(crate) fn bound_eq(claim: &Value, want: &Given<'_>) -> bool {
+    match want {
+        Given::Text(t) => param_eq(claim, t),
+        Given::Json(Value::String(s)) => param_eq(claim, s),
+        Given::Json(Value::Number(n)) => match claim {
+            Value::Number(c) => details::num_cmp(c, n) == Some(std::cmp::Ordering::Equal),
+            Value::String(c) => *c == n.to_string(),
+            _ => false,
+        },
+        Given::Json(Value::Bool(b)) => claim.as_bool() == Some(*b),
+        Given::Json(_) => false,
+    }
+}
+
+fn claims(action: &Action, bound: Bound<'_>, v: &Verified) -> Result<(), Denial> {
     for (name, rule) in &action.require.claims {
         let Some(claim) = v.claims.raw.get(name) else {
             return Err(Denial::new(
@@ -157,26 +231,14 @@ fn claims(action: &Action, params: &[(String, String)], v: &Verified) -> Result<
                 format!("claim `{name}` is missing"),
             ));
         };
-        // Bindings compare the segment as the backend decodes it (`m%C3%BCnchen`
-        // is `münchen`; `a%20b` is `a b`), never the escaped text.
-        let bound = match rule {
-            ClaimRule::Equals(_) => None,
-            ClaimRule::Param(p) => match params.iter().find(|(n, _)| n == p) {
-                None => None,
-                Some((_, raw)) => match decode_path_value(raw) {
-                    Some(v) => Some(v),
-                    None => {
-                        return Err(Denial::new(
-                            Reason::BadRequest,
-                            format!("path parameter `{p}` is not UTF-8 once percent-decoded"),
-                        ));
-                    }
-                },
-            },
+        let value = match resolve(rule, bound) {
+            Ok(v) => v,
+            Err(None) => continue,
+            Err(Some(d)) => return Err(d),
         };
         let one = |c: &Value| match rule {
             ClaimRule::Equals(w) => scalar_eq(c, w),
-            ClaimRule::Param(_) => bound.as_deref().is_some_and(|val| param_eq(c, val)),
+            _ => value.as_ref().is_some_and(|val| bound_eq(c, val)),
         };
         let ok = match claim {
             Value::Array(items) => items.iter().any(one),

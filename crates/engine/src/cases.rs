@@ -53,6 +53,40 @@ pub struct CaseRequest {
     #[serde(default)]
     /// Extra request headers.
     pub headers: BTreeMap<String, String>,
+    /// A JSON body (sent with `Content-Type: application/json` unless the
+    /// headers say otherwise): a mapping or list is serialized, a string is
+    /// sent as written (to test bodies writ refuses).
+    pub body: Option<Value>,
+    /// An MCP `tools/call` (a JSON-RPC body built from `tool` and `args`).
+    pub mcp: Option<CaseMcp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+/// An MCP tool call in a case.
+pub struct CaseMcp {
+    /// The tool's name (`params.name`).
+    pub tool: String,
+    /// Its arguments (`params.arguments`).
+    #[serde(default = "empty_object")]
+    pub args: Value,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
+
+impl CaseRequest {
+    /// The body bytes the case sends, if any.
+    pub fn body_bytes(&self) -> Option<Vec<u8>> {
+        if let Some(m) = &self.mcp {
+            return Some(crate::policy::mcp::tools_call_body(&m.tool, &m.args));
+        }
+        match self.body.as_ref()? {
+            Value::String(s) => Some(s.as_bytes().to_vec()),
+            v => serde_json::to_vec(v).ok(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -176,6 +210,13 @@ pub fn decide_case(policy: &Policy, case: &Case, now: f64) -> Result<Decision, C
         let v = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| CaseError::Token)?;
         headers.insert(http::header::AUTHORIZATION, v);
     }
+    let body = case.request.body_bytes();
+    if body.is_some() && !headers.contains_key(http::header::CONTENT_TYPE) {
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
     let creds = match &case.claims {
         Some(c) => {
             let mut m = c.clone();
@@ -192,6 +233,7 @@ pub fn decide_case(policy: &Policy, case: &Case, now: f64) -> Result<Decision, C
         host: case.request.host.as_deref(),
         headers: &headers,
         form_body: None,
+        json_body: body.as_deref(),
         origin: crate::request::Origin::Proxy,
     };
     let cx = Context {

@@ -227,8 +227,7 @@ fn parse_act(v: Option<&Value>) -> Result<Vec<Actor>, ClaimError> {
 /// verifier that reads the last `sub` and a backend that reads the first one
 /// would disagree about who is calling (APISIX CVE-2022-25757).
 pub fn parse_json_object(bytes: &[u8]) -> Result<Map<String, Value>, JsonObjectError> {
-    let v: StrictValue = serde_json::from_slice(bytes).map_err(JsonObjectError::Json)?;
-    match v.0 {
+    match crate::json::parse_strict(bytes).map_err(JsonObjectError::Json)? {
         Value::Object(m) => Ok(m),
         _ => Err(JsonObjectError::NotObject),
     }
@@ -237,69 +236,12 @@ pub fn parse_json_object(bytes: &[u8]) -> Result<Map<String, Value>, JsonObjectE
 /// Why bytes are not a strict JSON object.
 #[derive(Debug, thiserror::Error)]
 pub enum JsonObjectError {
-    /// Not JSON, or a duplicate member name.
-    #[error("not valid JSON: {0}")]
-    Json(serde_json::Error),
+    /// Not strict JSON (a duplicate member name, a lone surrogate, too deep).
+    #[error("{0}")]
+    Json(crate::json::JsonError),
     /// Valid JSON, but not an object.
     #[error("not a JSON object")]
     NotObject,
-}
-
-struct StrictValue(Value);
-
-impl<'de> serde::Deserialize<'de> for StrictValue {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StrictVisitor).map(StrictValue)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> serde::de::Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_string()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut out = Vec::new();
-        while let Some(StrictValue(v)) = seq.next_element()? {
-            out.push(v);
-        }
-        Ok(Value::Array(out))
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = Map::new();
-        while let Some(k) = map.next_key::<String>()? {
-            let StrictValue(v) = map.next_value()?;
-            // The name stays out of the message: it is client bytes.
-            if out.insert(k, v).is_some() {
-                return Err(serde::de::Error::custom("duplicate member name"));
-            }
-        }
-        Ok(Value::Object(out))
-    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! (SPEC: Templates). The router is a trie per virtual host, so the cost does
 //! not grow with the number of actions.
 
+pub mod body;
+
 use crate::decision::{Denial, Reason, Staged, Steps};
 use crate::normalize::NormalizedTarget;
 use crate::policy::Policy;

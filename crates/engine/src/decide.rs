@@ -8,7 +8,8 @@ use std::sync::Arc;
 use crate::authenticate::cache::TokenCache;
 use crate::authenticate::token::Verified;
 use crate::authenticate::{Credentials, authenticate, bearer, check_revocation};
-use crate::authorize::{Introspected, authorize, introspection};
+use crate::authorize::{Bound, Introspected, authorize, introspection};
+use crate::classify::body::{BodyFacts, McpCall, classify_body};
 use crate::classify::classify;
 use crate::decision::{Check, Denial, Permit, Reason, Staged, Verdict};
 use crate::normalize::{NormalizedTarget, normalize};
@@ -68,6 +69,13 @@ pub struct Decision {
     pub introspect: Option<usize>,
     /// The introspection answer this decision used (for the decision log and replay).
     pub introspected: Option<Introspected>,
+    /// The action reads a JSON body and [`Request::json_body`] was `None`: the
+    /// caller reads it (bounded by `requests.max_json_body`) and decides again;
+    /// a caller that cannot read it keeps the 400.
+    pub needs_body: bool,
+    /// The JSON-RPC call, when the request reached an MCP endpoint (a denial
+    /// then answers as a JSON-RPC error; the log records the tool).
+    pub mcp: Option<McpCall>,
 }
 
 /// Decides one request under `policy`.
@@ -86,6 +94,8 @@ pub fn decide(policy: &Policy, req: &Request<'_>, cx: &Context<'_>) -> Decision 
         revoked: None,
         introspect: None,
         introspected: None,
+        needs_body: false,
+        mcp: None,
     };
     d.verdict = run(policy, req, cx, &mut d);
     d
@@ -131,6 +141,21 @@ fn run(policy: &Policy, req: &Request<'_>, cx: &Context<'_>, d: &mut Decision) -
         }
         Err(e) => return Verdict::Deny(e),
     };
+    // An MCP endpoint's routed action is only its first; the body picks the one.
+    if policy.action(found.action).mcp_group.is_none() {
+        d.action = Some(found.action);
+    }
+    let mut facts = BodyFacts::default();
+    let staged = classify_body(policy, req, found, &mut facts);
+    d.needs_body = facts.needs_body;
+    d.mcp = facts.mcp;
+    let (found, body) = match take(cx, d, staged) {
+        Ok(c) => (c.route, c.body),
+        Err(e) if e.reason == Reason::NoMatchingAction => {
+            return audit_or_deny(policy.defaults.mode, e, false);
+        }
+        Err(e) => return Verdict::Deny(e),
+    };
     d.action = Some(found.action);
     d.params = found.params;
     let action = policy.action(found.action);
@@ -168,7 +193,11 @@ fn run(policy: &Policy, req: &Request<'_>, cx: &Context<'_>, d: &mut Decision) -
     }
     d.credential = Credential::Verified;
 
-    let permit = match take(cx, d, authorize(policy, action, &d.params, &token, cx.now)) {
+    let bound = Bound {
+        params: &d.params,
+        body: body.as_ref(),
+    };
+    let permit = match take(cx, d, authorize(policy, action, bound, &token, cx.now)) {
         Ok(permit) => permit,
         Err(e) => return audit_or_deny(mode, e, true),
     };
@@ -190,6 +219,37 @@ fn run(policy: &Policy, req: &Request<'_>, cx: &Context<'_>, d: &mut Decision) -
         permit,
         reason: Reason::Allowed,
     }
+}
+
+/// Whether a `tools/list` entry stays listed (SPEC: the answer is filtered to
+/// the tools the caller's token could call): the tool is classified on the
+/// same endpoint as a `tools/call` and authorized as one, without arguments,
+/// so conditions on arguments are not checked and everything else is. The
+/// token is the one the `tools/list` request itself was decided with.
+pub fn tool_visible(
+    policy: &Policy,
+    group: usize,
+    params: &[(String, String)],
+    token: Option<&Verified>,
+    tool: &str,
+    now: f64,
+) -> bool {
+    let Some(i) = policy
+        .mcp_groups
+        .get(group)
+        .and_then(|g| g.select(crate::policy::mcp::TOOLS_CALL, Some(tool)))
+    else {
+        return false;
+    };
+    let action = policy.action(i);
+    if action.public || action.mode.unwrap_or(policy.defaults.mode) == Mode::Audit {
+        return true;
+    }
+    let Some(token) = token else {
+        return false;
+    };
+    let bound = Bound { params, body: None };
+    authorize(policy, action, bound, token, now).result.is_ok()
 }
 
 /// `token_verified`: whether authentication passed before the denial.

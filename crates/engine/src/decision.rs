@@ -70,11 +70,13 @@ pub enum Reason {
     TokenRevoked,
     /// 503: the introspection endpoint did not answer.
     IntrospectionUnavailable,
+    /// 403: the request is outside the token's approved `authorization_details`.
+    AuthorizationDetailsMismatch,
 }
 
 impl Reason {
     /// Every reason, in SPEC's table order.
-    pub const ALL: [Reason; 31] = [
+    pub const ALL: [Reason; 32] = [
         Reason::Allowed,
         Reason::Public,
         Reason::BadRequest,
@@ -106,6 +108,7 @@ impl Reason {
         Reason::BodyTooLarge,
         Reason::TokenRevoked,
         Reason::IntrospectionUnavailable,
+        Reason::AuthorizationDetailsMismatch,
     ];
 
     /// The reason as it appears in responses, logs and metric labels.
@@ -142,6 +145,7 @@ impl Reason {
             Reason::BodyTooLarge => "body_too_large",
             Reason::TokenRevoked => "token_revoked",
             Reason::IntrospectionUnavailable => "introspection_unavailable",
+            Reason::AuthorizationDetailsMismatch => "authorization_details_mismatch",
         }
     }
 
@@ -176,7 +180,8 @@ impl Reason {
             | Reason::DelegationRequired
             | Reason::ActorNotAllowed
             | Reason::DelegationTooDeep
-            | Reason::NoMatchingAction => Class::Forbidden,
+            | Reason::NoMatchingAction
+            | Reason::AuthorizationDetailsMismatch => Class::Forbidden,
             Reason::StepUpRequired => Class::StepUp,
             Reason::UpstreamUnavailable => Class::BadGateway,
             Reason::UpstreamTimeout => Class::GatewayTimeout,

@@ -10,7 +10,8 @@
 //! Modules, lowest first; a module imports only modules above it in this list
 //! (checked by `tests/layering.rs`):
 //!
-//! - [`vocab`]: shared words (modes, choices, claim scalars, methods, hosts, globs)
+//! - [`vocab`], [`json`]: shared words (modes, choices, claim scalars, methods, hosts,
+//!   globs); strict JSON (request bodies, token payloads)
 //! - [`decision`], [`keys`], [`claims`], [`clock`], [`request`]: reasons and verdicts,
 //!   key material, claims, time, the request inputs
 //! - [`escape`], [`record`], [`revocation`]: percent-escapes and path segments; what the
@@ -26,6 +27,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod json;
 pub mod vocab;
 
 pub mod claims;

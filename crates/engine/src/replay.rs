@@ -85,6 +85,7 @@ pub fn replay(
         host: line.host.as_deref(),
         headers: &headers,
         form_body: None,
+        json_body: None,
         // A front door's line is decided again as a front door (its strictness rule).
         origin: match line.frontend.as_deref() {
             Some("ext_authz_grpc" | "ext_authz_http") => Origin::FrontDoor,

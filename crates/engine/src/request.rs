@@ -22,6 +22,13 @@ pub struct Request<'a> {
     /// [`is_form_body`]), read by the caller up to [`MAX_FORM_BODY`] bytes:
     /// frameworks take `_method` from it. `None` where there is no body to read.
     pub form_body: Option<&'a [u8]>,
+    /// The whole body of a request whose action reads JSON (`body: json`, an
+    /// MCP endpoint), read by the caller up to `requests.max_json_body` once a
+    /// first decision asked for it ([`Decision::needs_body`]); `None` otherwise.
+    /// The bytes forwarded must be exactly these.
+    ///
+    /// [`Decision::needs_body`]: crate::decide::Decision::needs_body
+    pub json_body: Option<&'a [u8]>,
     /// Who forwards the request after the decision (see [`Origin`]).
     pub origin: Origin,
 }

@@ -74,3 +74,33 @@ pub fn criterion_config() -> criterion::Criterion {
         .measurement_time(std::time::Duration::from_secs(2))
         .sample_size(30)
 }
+
+/// An ES256 access token from the demo key (kid = RFC 7638 thumbprint), with
+/// scopes `items:read items:run` and `tenant: acme`.
+#[allow(dead_code)] // not every bench that includes this file signs a token
+pub fn demo_token(now: f64) -> String {
+    use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let pem =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/demo/demo-key.pem"))
+            .expect("read demo key");
+    let key = EncodingKey::from_ec_pem(&pem).expect("demo key parses");
+    let kid = Jwk::from_encoding_key(&key, Algorithm::ES256)
+        .and_then(|j| j.thumbprint(ThumbprintHash::SHA256))
+        .expect("thumbprint");
+    let now = now as u64;
+    let claims = serde_json::json!({
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "user:alice",
+        "client_id": "bench",
+        "scope": "items:read items:run",
+        "tenant": "acme",
+        "iat": now,
+        "exp": now + 3600,
+    });
+    let mut header = Header::new(Algorithm::ES256);
+    header.typ = Some("at+jwt".into());
+    header.kid = Some(kid);
+    jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+}

@@ -39,11 +39,14 @@ pub enum Code {
     LongLeeway,
     /// The caller's token forwarded to an execution backend.
     ForwardTokenExecution,
+    /// An execution action whose `mcp.tool` is a glob: any tool the server
+    /// adds under that name executes with this action's authority.
+    ExecutionToolGlob,
 }
 
 impl Code {
     /// Every code, in the order `writ lint` documents them.
-    pub const ALL: [Code; 11] = [
+    pub const ALL: [Code; 12] = [
         Code::ExecutionWithoutScopes,
         Code::DelegationWithoutMaxAge,
         Code::ActorGlobMatchesAll,
@@ -55,6 +58,7 @@ impl Code {
         Code::ClaimBoundToRest,
         Code::LongLeeway,
         Code::ForwardTokenExecution,
+        Code::ExecutionToolGlob,
     ];
 
     /// The code as written in findings and `lint.allow`.
@@ -71,6 +75,7 @@ impl Code {
             Code::ClaimBoundToRest => "claim-bound-to-rest",
             Code::LongLeeway => "long-leeway",
             Code::ForwardTokenExecution => "forward-token-execution",
+            Code::ExecutionToolGlob => "execution-tool-glob",
         }
     }
 
@@ -112,6 +117,9 @@ impl Code {
             }
             Code::ForwardTokenExecution => {
                 "set `forward_token: false` unless this backend verifies the token itself"
+            }
+            Code::ExecutionToolGlob => {
+                "name each execution tool exactly, e.g. `mcp: { tool: create_refund }`"
             }
         }
     }
@@ -265,6 +273,22 @@ pub(super) fn lint(raw: &RawConfig, policy: &Policy, file: &str) -> Vec<Finding>
 
 fn action(l: &mut Lints<'_>, policy: &Policy, r: &RawAction, a: &Action) {
     let name = &a.name;
+    if a.execution
+        && let Some(m) = &a.mcp
+        && m.kind == crate::policy::mcp::McpKind::Tool
+        && m.pattern.contains('*')
+        && let Some(at) = r.mcp.as_ref().and_then(|b| b.get().tool.as_ref())
+    {
+        l.add(
+            Some(r),
+            at,
+            Code::ExecutionToolGlob,
+            format!(
+                "execution action `{name}` takes every tool matching `{}`, including tools the server adds later",
+                m.pattern
+            ),
+        );
+    }
     let own_delegation = a.delegation.is_some();
     let delegation = a.delegation.as_ref().unwrap_or(&policy.defaults.delegation);
     let from = if own_delegation {

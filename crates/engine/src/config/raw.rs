@@ -92,6 +92,62 @@ pub struct RawConfig {
     /// Front doors: decide for a mesh (Envoy/Istio ext_authz over gRPC) or an
     /// ingress (HTTP forward-auth) instead of proxying. Listen only when set.
     pub ext_authz: Option<Sp<RawExtAuthz>>,
+    /// RFC 9728 protected resource metadata, served by writ and linked from every 401.
+    pub protected_resource: Option<Sp<RawProtectedResource>>,
+}
+
+/// `protected_resource:` (SPEC: Request bodies, MCP).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawProtectedResource {
+    /// The resource identifier, e.g. `https://mcp.example.com/mcp`.
+    pub resource: Sp<String>,
+    pub authorization_servers: Vec<Sp<String>>,
+}
+
+/// A byte size: a number, or a string with `B`, `KiB`, `MiB` or `GiB`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+/// What an action reads of the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawBody {
+    /// A strictly parsed JSON body: `{body.a.b}` may be bound.
+    Json,
+}
+
+/// `mcp:`: exactly one of `tool`, `method`, `resource`, `prompt`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawMcp {
+    /// `tools/call` by `params.name`: a name or glob.
+    pub tool: Option<Sp<String>>,
+    /// Any other JSON-RPC method: a name or glob.
+    pub method: Option<Sp<String>>,
+    /// `resources/read` by `params.uri`: a URI template.
+    pub resource: Option<Sp<String>>,
+    /// `prompts/get` by `params.name`: a name or glob.
+    pub prompt: Option<Sp<String>>,
+}
+
+/// `require.authorization_details` (RFC 9396).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthorizationDetails {
+    /// An entry of this `type` must exist.
+    #[serde(rename = "type")]
+    pub kind: Sp<String>,
+    /// Entry field (dotted) = value, or an array holding it.
+    #[serde(default, rename = "match")]
+    pub matches: BTreeMap<String, Sp<RawClaimScalar>>,
+    /// Entry field (dotted) is a number ≥ the request's value.
+    #[serde(default)]
+    pub limits: BTreeMap<String, Sp<RawClaimScalar>>,
 }
 
 /// `ext_authz:` (SPEC: Front doors).
@@ -226,6 +282,8 @@ pub struct RawRequests {
     pub method_override: Option<RejectStrip>,
     pub url_override: Option<RejectStrip>,
     pub max_token_bytes: Option<Sp<usize>>,
+    /// Bodies writ must read (`body: json`, MCP): larger is 413. Default `1MiB`.
+    pub max_json_body: Option<Sp<RawSize>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -340,6 +398,10 @@ pub struct RawAction {
     pub upstream: Option<Sp<String>>,
     /// `writ lint` findings silenced for this action.
     pub lint: Option<RawLint>,
+    /// `json`: the body is read and strictly parsed; `{body.a.b}` may be bound.
+    pub body: Option<Sp<RawBody>>,
+    /// An MCP (JSON-RPC over Streamable HTTP) tool, method, resource or prompt.
+    pub mcp: Option<Sp<RawMcp>>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -356,6 +418,8 @@ pub struct RawRequire {
     pub acr: Option<Vec<String>>,
     /// The issuer's introspection endpoint must answer `active: true` for the token.
     pub introspect: Option<Sp<bool>>,
+    /// An approved transaction (RFC 9396) the request must stay inside.
+    pub authorization_details: Option<RawAuthorizationDetails>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

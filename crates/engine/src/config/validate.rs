@@ -20,15 +20,16 @@ use crate::keys::{KeyFamily, KeySet};
 use crate::policy::router::{Methods, Router};
 use crate::policy::template::{Segment, Template};
 use crate::policy::{
-    Action, ClaimRule, Defaults, Delegation, IdentityHeaders, Introspection, Issuer, KeySource,
-    Policy, Requests, Require,
+    Action, Defaults, Delegation, IdentityHeaders, Introspection, Issuer, KeySource, Policy,
+    Requests, Require,
 };
 use crate::revocation::Revocations;
 use crate::signals::{Poll, Transmitter};
 use crate::vocab::{
-    Choice, ClaimScalar, DelegationMode, Mode, PathPolicy, STANDARD_METHODS, SegmentPolicy,
-    normalize_host,
+    Choice, DelegationMode, Mode, PathPolicy, STANDARD_METHODS, SegmentPolicy, normalize_host,
 };
+
+mod bodies;
 
 struct Ctx<'a> {
     file: &'a str,
@@ -177,6 +178,7 @@ pub(super) fn compile(
             Some(v) => *v.get(),
             None => 8192,
         },
+        max_json_body: bodies::max_json_body(&mut cx, &r.max_json_body),
     };
 
     let ih = &raw.identity_headers;
@@ -231,8 +233,9 @@ pub(super) fn compile(
     let mut actions: Vec<Action> = Vec::new();
     let mut names: HashMap<String, (u64, u64)> = HashMap::new();
     let mut named_methods = HashSet::new();
+    let mut endpoints = bodies::Endpoints::default();
     for a in &raw.actions {
-        let Some(action) = action(&mut cx, a, &requests, &upstreams, defaults.upstream) else {
+        let Some(mut action) = action(&mut cx, a, &requests, &upstreams, defaults.upstream) else {
             continue;
         };
         if let Some((l, c)) = names.get(&action.name) {
@@ -259,6 +262,14 @@ pub(super) fn compile(
             named_methods.extend(l.iter().cloned());
         }
         let idx = actions.len();
+        match endpoints.join(&mut cx, a, &mut action, idx, &actions) {
+            Ok(Some(_)) => {
+                actions.push(action);
+                continue;
+            }
+            Ok(None) => {}
+            Err(()) => continue,
+        }
         if let Err(c) = router.insert(
             idx,
             &action.template,
@@ -275,8 +286,13 @@ pub(super) fn compile(
             );
             continue;
         }
+        endpoints.open(&mut action, idx);
         actions.push(action);
     }
+    let protected_resource = raw
+        .protected_resource
+        .as_ref()
+        .map(|p| bodies::protected_resource(&mut cx, p, &actions));
 
     let (revocation, revocation_redis, revocation_file) =
         revocation(&mut cx, raw.revocation.as_ref());
@@ -334,6 +350,8 @@ pub(super) fn compile(
         named_methods,
         bound_claims,
         revocation,
+        mcp_groups: endpoints.groups,
+        protected_resource,
     };
     let findings = super::lint::lint(&raw, &policy, file);
     Ok(Config {
@@ -1033,6 +1051,13 @@ fn action(
         .as_ref()
         .map(Template::param_names)
         .unwrap_or_default();
+    let mcp = match bodies::mcp_block(cx, a) {
+        Ok(m) => m,
+        Err(()) => {
+            ok = false;
+            None
+        }
+    };
     let mut require = Require::default();
     if let Some(r) = &a.require {
         require.scopes = r.scopes.clone();
@@ -1041,25 +1066,16 @@ fn action(
         require.auth_max_age = cx.opt_duration(&r.auth_max_age);
         require.introspect = r.introspect.as_ref().is_some_and(|b| *b.get());
         for (claim, v) in &r.claims {
-            let rule = match v.get() {
-                raw::RawClaimScalar::Str(s) if s.starts_with('{') && s.ends_with('}') => {
-                    let p = &s[1..s.len() - 1];
-                    let p = p.strip_prefix('*').unwrap_or(p);
-                    if !params.iter().any(|n| n == p) {
-                        cx.err(
-                            v,
-                            format!(
-                                "claim `{claim}` binds to `{{{p}}}`, which path `{}` does not have",
-                                a.path.get()
-                            ),
-                        );
-                        ok = false;
-                    }
-                    ClaimRule::Param(p.to_string())
-                }
-                other => ClaimRule::Equals(ClaimScalar::from(other.clone())),
-            };
-            require.claims.push((claim.clone(), rule));
+            let what = format!("claim `{claim}`");
+            match bodies::binding(cx, v, &what, a, &params, mcp.as_ref()) {
+                Some(rule) => require.claims.push((claim.clone(), rule)),
+                None => ok = false,
+            }
+        }
+        if let Some(ad) = &r.authorization_details {
+            require.authorization_details =
+                bodies::authorization_details(cx, ad, a, &params, mcp.as_ref());
+            ok &= require.authorization_details.is_some();
         }
     }
     let delegation_rule = a.delegation.as_ref().map(|d| delegation(cx, d));
@@ -1087,5 +1103,8 @@ fn action(
         require,
         delegation: delegation_rule,
         upstream,
+        body_json: a.body.is_some() || mcp.is_some(),
+        mcp,
+        mcp_group: None,
     })
 }

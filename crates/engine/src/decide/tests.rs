@@ -78,6 +78,7 @@ fn decide_from(
         host: None,
         headers,
         form_body: None,
+        json_body: None,
         origin,
     };
     let cx = Context {

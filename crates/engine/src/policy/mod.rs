@@ -2,6 +2,7 @@
 //! Built once per (re)load by `config::load`; the proxy pins one `Arc<Policy>`
 //! per request, so a reload never changes a decision half-way.
 
+pub mod mcp;
 pub mod router;
 pub mod template;
 
@@ -53,6 +54,26 @@ pub struct Policy {
     pub bound_claims: Vec<String>,
     /// Tokens whose authority ended before their `exp`.
     pub revocation: Revocations,
+    /// MCP endpoints: the `mcp:` actions sharing one (see [`Action::mcp_group`]).
+    pub mcp_groups: Vec<mcp::McpGroup>,
+    /// `protected_resource:` (RFC 9728), served by writ and linked from every 401.
+    pub protected_resource: Option<ProtectedResource>,
+}
+
+/// An RFC 9728 protected resource: what writ serves at
+/// `/.well-known/oauth-protected-resource` + the resource's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtectedResource {
+    /// The resource identifier (an https URL).
+    pub resource: String,
+    /// Authorization servers that issue tokens for it.
+    pub authorization_servers: Vec<String>,
+    /// Every scope some action requires, sorted.
+    pub scopes_supported: Vec<String>,
+    /// The path the metadata document is served at.
+    pub metadata_path: String,
+    /// The absolute URL of that document (`resource_metadata=` on a 401).
+    pub metadata_url: String,
 }
 
 impl Policy {
@@ -140,6 +161,8 @@ pub struct Requests {
     pub url_override: Choice,
     /// Longer bearer tokens are `token_too_large`.
     pub max_token_bytes: usize,
+    /// Larger JSON bodies (that writ must read) are `body_too_large`.
+    pub max_json_body: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -199,6 +222,21 @@ pub enum ClaimRule {
     Equals(ClaimScalar),
     /// Bound to a path parameter.
     Param(String),
+    /// Bound to a value of the JSON body, by dotted path (`{body.a.b}`; an MCP
+    /// `{args.NAME}` is `params.arguments.NAME`).
+    Body(Vec<String>),
+}
+
+/// `require.authorization_details` (RFC 9396): one entry of the token's
+/// `authorization_details` of this type must satisfy every condition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthorizationDetails {
+    /// The entry's `type`.
+    pub kind: String,
+    /// Entry field (dotted) equals the value, or is an array holding it.
+    pub matches: Vec<(Vec<String>, ClaimRule)>,
+    /// Entry field (dotted) is a number ≥ the request's number.
+    pub limits: Vec<(Vec<String>, ClaimRule)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -216,6 +254,8 @@ pub struct Require {
     pub acr: Option<Vec<String>>,
     /// The issuer's introspection endpoint must answer `active: true`.
     pub introspect: bool,
+    /// An approved transaction the request must stay inside.
+    pub authorization_details: Option<AuthorizationDetails>,
 }
 
 #[derive(Debug, Clone)]
@@ -243,6 +283,12 @@ pub struct Action {
     pub delegation: Option<Delegation>,
     /// Index into the settings' upstreams (`upstream:`, else `defaults.upstream`).
     pub upstream: usize,
+    /// Whether classification reads the JSON body (`body: json`, or an `mcp:` action).
+    pub body_json: bool,
+    /// The `mcp:` block.
+    pub mcp: Option<mcp::McpMatch>,
+    /// The MCP endpoint (index into [`Policy::mcp_groups`]) this action belongs to.
+    pub mcp_group: Option<usize>,
 }
 
 impl Action {

@@ -57,6 +57,7 @@ fn logged(policy: &Policy, method: &str, path: &str, claims: Option<Value>) -> L
         host: None,
         headers: &headers,
         form_body: None,
+        json_body: None,
         origin: crate::request::Origin::Proxy,
     };
     let cx = Context {
