@@ -182,3 +182,79 @@ fn explain_decides_a_tool_call_and_a_body_file() {
     out.expect_code(1);
     assert_eq!(json_reason(&v), "bad_request", "{v}");
 }
+
+/// `authorization_details` with dotted names on both sides: entry fields reached through nested
+/// objects, request values through `{body.a.b}` and `{param}`; array membership for `match`.
+#[test]
+fn authorization_details_reach_nested_fields_with_dotted_names() {
+    let dir = tempdir();
+    let jwks = repo_path("config/demo/jwks.json").display().to_string();
+    let text = format!(
+        "{}{}",
+        HEAD.replace("JWKS", &jwks),
+        r#"  - name: pay
+    methods: [POST]
+    path: /shops/{shop}/payments
+    body: json
+    require:
+      scopes: [pay]
+      authorization_details:
+        type: payment_initiation
+        match: { "creditor.shop": "{shop}", "instructedAmount.currency": "{body.amount.currency}" }
+        limits: { "instructedAmount.amount": "{body.amount.value}" }
+"#
+    );
+    let config = dir.path().join("writ.yaml");
+    fs::write(&config, text).unwrap();
+    let claims = dir.path().join("claims.json");
+    fs::write(
+        &claims,
+        r#"{"iss":"https://login.example.com/","aud":"mcp-api","sub":"carol","scope":"pay","exp":4102444800,
+            "authorization_details":[
+              {"type":"payment_initiation","creditor":{"shop":"s1"},
+               "instructedAmount":{"currency":["EUR","CHF"],"amount":"ignored-not-a-number"}},
+              {"type":"payment_initiation","creditor":{"shop":"s1"},
+               "instructedAmount":{"currency":["EUR","CHF"],"amount":100.5}}]}"#,
+    )
+    .unwrap();
+    let c = claims.display().to_string();
+    let body = dir.path().join("body.json");
+    let b = body.display().to_string();
+    for (path, json, code, reason) in [
+        (
+            "/shops/s1/payments",
+            r#"{"amount":{"currency":"CHF","value":100.5}}"#,
+            0,
+            "allowed",
+        ),
+        (
+            "/shops/s1/payments",
+            r#"{"amount":{"currency":"CHF","value":100.51}}"#,
+            1,
+            "authorization_details_mismatch",
+        ),
+        (
+            "/shops/s2/payments",
+            r#"{"amount":{"currency":"EUR","value":1}}"#,
+            1,
+            "authorization_details_mismatch",
+        ),
+        (
+            "/shops/s1/payments",
+            r#"{"amount":{"currency":"USD","value":1}}"#,
+            1,
+            "authorization_details_mismatch",
+        ),
+        (
+            "/shops/s1/payments",
+            r#"{"amount":{"currency":"EUR"}}"#,
+            1,
+            "authorization_details_mismatch",
+        ),
+    ] {
+        fs::write(&body, json).unwrap();
+        let (out, v) = explain_json(&config, "POST", path, &["--claims", &c, "--body", &b]);
+        out.expect_code(code);
+        assert_eq!(json_reason(&v), reason, "{path} {json}: {v}");
+    }
+}

@@ -22,50 +22,38 @@ use writ_engine::{Context, Request, decide};
 #[path = "support/policy.rs"]
 #[allow(dead_code)] // the 1,000-action policy is for the other benches
 mod policy;
-use policy::{AUDIENCE, ISSUER, demo_token};
+use policy::{demo_token, head_yaml};
 
 const BODY: usize = 2048;
 
 fn yaml() -> String {
-    format!(
-        "listen: 127.0.0.1:8080
-upstream:
-  url: http://127.0.0.1:3000
-issuers:
-  - issuer: {ISSUER}
-    audiences: [{AUDIENCE}]
-    algorithms: [ES256]
-    jwks_file: jwks.json
-    require_typ: at+jwt
-decision_log: \"off\"
-actions:
-  - name: read-tools
+    head_yaml()
+        + "  - name: read-tools
     methods: [POST]
     path: /mcp
-    mcp: {{ tool: \"get_*\" }}
-    require: {{ scopes: [items:read] }}
+    mcp: { tool: \"get_*\" }
+    require: { scopes: [items:read] }
   - name: list
     methods: [POST]
     path: /mcp
-    mcp: {{ method: tools/list }}
-    require: {{ scopes: [items:read] }}
+    mcp: { method: tools/list }
+    require: { scopes: [items:read] }
   - name: run-tool
     methods: [POST]
     path: /mcp
-    mcp: {{ tool: run_job }}
+    mcp: { tool: run_job }
     execution: true
     require:
       scopes: [items:run]
-      claims: {{ tenant: \"{{args.tenant}}\" }}
+      claims: { tenant: \"{args.tenant}\" }
   - name: run-plain
     methods: [POST]
-    path: /items/{{tenant}}/run
+    path: /items/{tenant}/run
     execution: true
     require:
       scopes: [items:run]
-      claims: {{ tenant: \"{{tenant}}\" }}
+      claims: { tenant: \"{tenant}\" }
 "
-    )
 }
 
 fn cx(cache: &TokenCache, now: f64) -> Context<'_> {

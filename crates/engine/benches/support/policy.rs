@@ -8,10 +8,10 @@ use writ_engine::policy::Policy;
 pub const ISSUER: &str = "https://login.example.com/";
 pub const AUDIENCE: &str = "orders-api";
 
-/// Config with `n` actions: for each service `i`, `GET /svc{i}/items/{id}` and
-/// `POST /svc{i}/items/{id}/run` (the latter binds the `tenant` claim to `{id}`).
-pub fn policy_yaml(n: usize) -> String {
-    let mut s = format!(
+/// Everything of a bench config but its actions (up to `actions:`): the demo
+/// issuer, `jwks.json` beside the config, no decision log.
+pub fn head_yaml() -> String {
+    format!(
         "listen: 127.0.0.1:8080
 upstream:
   url: http://127.0.0.1:3000
@@ -25,7 +25,13 @@ issuers:
 decision_log: \"off\"
 actions:
 "
-    );
+    )
+}
+
+/// Config with `n` actions: for each service `i`, `GET /svc{i}/items/{id}` and
+/// `POST /svc{i}/items/{id}/run` (the latter binds the `tenant` claim to `{id}`).
+pub fn policy_yaml(n: usize) -> String {
+    let mut s = head_yaml();
     for i in 0..n / 2 {
         write!(
             s,
