@@ -142,23 +142,29 @@ pub struct Outbound<'a> {
     pub host: Option<&'a str>,
 }
 
+/// Why a request head cannot be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("the target is not a path")]
+    NotOriginForm,
+    #[error(transparent)]
+    Uri(#[from] http::uri::InvalidUri),
+}
+
 /// Rewrites the client's request head into the upstream one, in place.
-pub fn prepare(parts: &mut Parts, out: &Outbound<'_>) -> Result<(), http::Error> {
+pub fn prepare(parts: &mut Parts, out: &Outbound<'_>) -> Result<(), ForwardError> {
     let p = out.policy;
     let up = out.upstream;
-    // Appended, not `format!`ed, and handed over without a copy.
+    // Origin-form (the connection is the upstream's own), appended rather than
+    // `format!`ed, and handed over without a copy.
     let target = out.target.path_and_query();
-    let scheme = if up.scheme_https {
-        "https://"
-    } else {
-        "http://"
-    };
-    let mut uri = String::with_capacity(
-        scheme.len() + up.authority.len() + up.base_path.len() + target.len(),
-    );
-    for part in [scheme, &up.authority, &up.base_path, &target] {
-        uri.push_str(part);
+    if !target.starts_with('/') {
+        // Only a path may follow the base path (never `*` or an authority).
+        return Err(ForwardError::NotOriginForm);
     }
+    let mut uri = String::with_capacity(up.base_path.len() + target.len());
+    uri.push_str(&up.base_path);
+    uri.push_str(&target);
     parts.uri = http::Uri::from_maybe_shared(bytes::Bytes::from(uri))?;
     parts.version = http::Version::HTTP_11;
     let h = &mut parts.headers;

@@ -6,6 +6,7 @@
 
 pub mod body;
 pub mod forward;
+pub mod pool;
 pub mod respond;
 pub mod tools_list;
 pub mod upstream;

@@ -1,18 +1,13 @@
-//! The upstream clients: one pooled hyper-util client per named upstream (plain
-//! TCP or rustls, each with its own TLS settings), their health, and the
-//! [`Forwarding`] set a request pins together with its config.
+//! The upstream clients: one connection pool per named upstream (plain TCP or
+//! rustls, each with its own TLS settings; [`super::pool`]), their health, and
+//! the [`Forwarding`] set a request pins together with its config.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use super::body::ClientBody;
+use super::pool::{Pool, PoolError, PooledBody};
 use crate::telemetry::metrics::Metrics;
 use crate::tls::connector;
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec};
@@ -46,7 +41,7 @@ pub struct Upstream {
     /// The settings it was built from: a reload keeps the client (and its warm
     /// pool) when they did not change.
     pub config: UpstreamConfig,
-    client: Client<HttpsConnector<HttpConnector>, ClientBody>,
+    pool: Arc<Pool>,
     health: Health,
 }
 
@@ -78,18 +73,19 @@ impl Health {
 }
 
 impl Upstream {
+    /// Must run inside the runtime (the pool starts its idle sweeper).
     pub fn new(cfg: &UpstreamConfig, metrics: &Metrics) -> Result<Upstream, crate::tls::TlsError> {
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(connector(
-                cfg.ca.as_deref(),
-                cfg.server_name.as_deref(),
-                cfg.connect_timeout,
-            )?);
+        let connector = connector(
+            cfg.ca.as_deref(),
+            cfg.server_name.as_deref(),
+            cfg.connect_timeout,
+        )?;
+        // The engine checked the authority when it loaded the config.
+        let pool = Pool::new(connector, cfg.scheme_https, &cfg.authority)
+            .map_err(|e| crate::tls::TlsError::ServerName(format!("{}: {e}", cfg.authority)))?;
         Ok(Upstream {
             config: cfg.clone(),
-            client,
+            pool,
             health: Health {
                 up_vec: metrics.upstream_up.clone(),
                 up: OnceLock::new(),
@@ -110,8 +106,8 @@ impl Upstream {
     pub async fn send(
         &self,
         req: Request<ClientBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.config.timeout, self.client.request(req)).await {
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        match tokio::time::timeout(self.config.timeout, self.pool.send(req)).await {
             Err(_) => Err(UpstreamError::Timeout),
             Ok(Ok(r)) => {
                 self.health.set_up(self.name(), true);
@@ -141,8 +137,7 @@ impl Upstream {
     /// upstream's timeout (at most the interval) is up, anything else down.
     async fn check(&self, hc: &HealthCheck) {
         let cfg = &self.config;
-        let scheme = if cfg.scheme_https { "https" } else { "http" };
-        let uri = format!("{scheme}://{}{}{}", cfg.authority, cfg.base_path, hc.path);
+        let uri = format!("{}{}", cfg.base_path, hc.path);
         let req = Request::get(uri)
             .header(http::header::USER_AGENT, "writ-health-check")
             .body(ClientBody::buffered(bytes::Bytes::new()).0);
@@ -151,7 +146,7 @@ impl Upstream {
             return;
         };
         let wait = cfg.timeout.min(hc.every);
-        let up = match tokio::time::timeout(wait, self.client.request(req)).await {
+        let up = match tokio::time::timeout(wait, self.pool.send(req)).await {
             Ok(Ok(resp)) => {
                 let ok = resp.status().is_success() || resp.status().is_redirection();
                 // Drain so the connection goes back to the pool; bounded, as an
@@ -264,40 +259,46 @@ fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
     e.source().is_some_and(is_tls)
 }
 
-fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
-    tracing::debug!(error = %crate::telemetry::error_chain(e), "Upstream error");
-    if std::error::Error::source(e).is_some_and(is_tls) {
-        return UpstreamError::Tls;
-    }
-    if e.is_connect() {
-        let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-        while let Some(s) = src {
-            if let Some(io) = s.downcast_ref::<std::io::Error>()
-                && io.kind() == std::io::ErrorKind::TimedOut
-            {
-                return UpstreamError::Timeout;
+fn classify(e: &PoolError) -> UpstreamError {
+    match e {
+        PoolError::Connect(e) => {
+            tracing::debug!(error = %crate::telemetry::error_chain(e.as_ref()), "Upstream connect error");
+            if is_tls(e.as_ref()) {
+                return UpstreamError::Tls;
             }
-            src = s.source();
-        }
-        return UpstreamError::Connect;
-    }
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = src {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return match io.kind() {
-                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => {
-                    UpstreamError::Reset
+            let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
+            while let Some(s) = src {
+                if let Some(io) = s.downcast_ref::<std::io::Error>()
+                    && io.kind() == std::io::ErrorKind::TimedOut
+                {
+                    return UpstreamError::Timeout;
                 }
-                std::io::ErrorKind::TimedOut => UpstreamError::Timeout,
-                _ => UpstreamError::Protocol,
-            };
+                src = s.source();
+            }
+            UpstreamError::Connect
         }
-        if let Some(h) = s.downcast_ref::<hyper::Error>()
-            && (h.is_incomplete_message() || h.is_closed())
-        {
-            return UpstreamError::Reset;
+        PoolError::Exchange(e) => {
+            tracing::debug!(error = %crate::telemetry::error_chain(e), "Upstream error");
+            if is_tls(e) {
+                return UpstreamError::Tls;
+            }
+            if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
+                return UpstreamError::Reset;
+            }
+            let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+            while let Some(s) = src {
+                if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                    return match io.kind() {
+                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => {
+                            UpstreamError::Reset
+                        }
+                        std::io::ErrorKind::TimedOut => UpstreamError::Timeout,
+                        _ => UpstreamError::Protocol,
+                    };
+                }
+                src = s.source();
+            }
+            UpstreamError::Protocol
         }
-        src = s.source();
     }
-    UpstreamError::Protocol
 }
