@@ -41,20 +41,13 @@ pub fn run_command(config: &Path) -> u8 {
         return 1;
     }
     telemetry::log_findings(&loaded.findings);
-    let workers = loaded.settings.workers.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
-    // One worker: a current-thread runtime, no cross-thread hand-offs.
-    let mut builder = if workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(workers);
-        b
-    };
-    let rt = match builder.enable_all().build() {
+    // A current-thread runtime: with one worker it serves the proxy too; with
+    // more, each worker is a thread of its own with a runtime of its own
+    // ([`Workers`]) and this one keeps the listeners, admin, reloads and timers.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("writ: cannot start runtime: {e}");
@@ -169,6 +162,7 @@ impl Server {
             }
             None => None,
         };
+        crate::proxy::pool::set_workers(worker_count(&config.settings));
         let config = Arc::new(config);
         let forwarding = Forwarding::build(config.clone(), None, &metrics)?;
         let shared = Arc::new(Shared {
@@ -233,7 +227,17 @@ impl Server {
         if let Some(path) = config_path {
             tokio::spawn(reload::watch(shared.clone(), path, hup));
         }
-        let limits = shared.config.load().settings.limits;
+        let (limits, workers) = {
+            let config = shared.config.load();
+            (config.settings.limits, worker_count(&config.settings))
+        };
+        let workers = match Workers::start(workers) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot start the worker threads: serving on one");
+                Workers::default()
+            }
+        };
         // Every connection holds a slot; connections beyond the limit wait in the
         // kernel's backlog, not in memory. Draining = getting every slot back.
         let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
@@ -296,7 +300,7 @@ impl Server {
                 stop: stop_rx.clone(),
             };
             let tls = tls.clone();
-            tokio::spawn(async move {
+            let serve = async move |stream: tokio::net::TcpStream| {
                 let _slot = slot; // released when the connection ends
                 match tls {
                     None => conn.serve(stream).await,
@@ -307,7 +311,24 @@ impl Server {
                         }
                     }
                 }
-            });
+            };
+            match workers.next() {
+                None => {
+                    tokio::spawn(serve(stream));
+                }
+                // The connection moves to a worker's own reactor: every request on
+                // it is served there, with no hand-off between threads.
+                Some(worker) => match stream.into_std() {
+                    Ok(stream) => {
+                        worker.spawn(async move {
+                            if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                                serve(stream).await;
+                            }
+                        });
+                    }
+                    Err(e) => tracing::warn!(error = %e, "Cannot hand a connection to a worker"),
+                },
+            }
         }
         drop(listener);
         shared.shutting_down.store(true, Ordering::SeqCst);
@@ -328,6 +349,67 @@ impl Server {
             _ = drained => tracing::info!("Drained"),
             _ = tokio::time::sleep(grace) => tracing::warn!("Shutdown grace ended with requests in flight"),
         }
+    }
+}
+
+/// How many proxy workers: `workers`, else the CPUs the process may use.
+pub fn worker_count(settings: &writ_engine::config::Settings) -> usize {
+    settings.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+}
+
+/// The proxy's worker threads, each running a current-thread runtime of its
+/// own (none with one worker: the main runtime serves). The accept loop hands
+/// each new connection to the next worker in turn; the connection, its
+/// requests and its upstream connections (`proxy::pool` keeps a queue of idle
+/// ones per worker) then stay on that thread. Why not a multi-thread runtime:
+/// its work stealing and cross-thread wake-ups cost CPU on every request
+/// (docs/performance.md); why not `SO_REUSEPORT` listeners: one listener keeps
+/// the port ours alone (another process of the same user cannot join the
+/// group and take a share of the connections) and the hand-off is once per
+/// connection, not per request.
+#[derive(Default)]
+struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    next: std::cell::Cell<usize>,
+    /// Dropped when the server returns: each worker's runtime then stops.
+    _stop: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Workers {
+    fn start(count: usize) -> std::io::Result<Workers> {
+        if count <= 1 {
+            return Ok(Workers::default());
+        }
+        let mut w = Workers::default();
+        for i in 1..=count {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            w.handles.push(rt.handle().clone());
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            w._stop.push(tx);
+            std::thread::Builder::new()
+                .name(format!("writ-worker-{i}"))
+                .spawn(move || {
+                    crate::proxy::pool::set_worker(i);
+                    let _ = rt.block_on(rx);
+                })?;
+        }
+        Ok(w)
+    }
+
+    /// The worker the next connection goes to (`None`: this thread serves).
+    fn next(&self) -> Option<&tokio::runtime::Handle> {
+        if self.handles.is_empty() {
+            return None;
+        }
+        let i = self.next.get();
+        self.next.set((i + 1) % self.handles.len());
+        self.handles.get(i)
     }
 }
 

@@ -103,7 +103,9 @@ const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
 fn front(addr: SocketAddr) -> (Writ, Keys) {
     let keys = Keys::new();
-    let cfg = Config::new(ACTIONS).set(
+    // One worker: which connection a request gets is then deterministic (each
+    // worker keeps its own idle connections; see the two-worker test).
+    let cfg = Config::new(ACTIONS).set("workers", "1").set(
         "upstream",
         "\n  url: \"{{UPSTREAM}}\"\n  connect_timeout: 1s\n  timeout: 3s",
     );
@@ -117,7 +119,7 @@ fn connections(heads: &Heads) -> Vec<usize> {
 
 #[test]
 fn sequential_requests_share_one_upstream_connection() {
-    let env = Env::start(ACTIONS);
+    let env = Env::with_config(&Config::new(ACTIONS).set("workers", "1"));
     for i in 0..20 {
         let r = env.send("GET", &format!("/files/{i}"), &[], b"");
         assert_eq!(r.status, 200, "{}", r.describe());
@@ -132,6 +134,23 @@ fn sequential_requests_share_one_upstream_connection() {
         env.backend.connections(),
         1,
         "every request should reuse the first connection"
+    );
+}
+
+#[test]
+fn each_worker_keeps_its_own_upstream_connections() {
+    // Client connections are handed to the two workers in turn; each worker reuses the
+    // upstream connection it opened, and none is used from the other worker's thread.
+    let env = Env::with_config(&Config::new(ACTIONS).set("workers", "2"));
+    for i in 0..20 {
+        let r = env.send("GET", &format!("/files/{i}"), &[], b"");
+        assert_eq!(r.status, 200, "{}", r.describe());
+    }
+    assert_eq!(env.backend.count(), 20);
+    assert_eq!(
+        env.backend.connections(),
+        2,
+        "one upstream connection per worker"
     );
 }
 

@@ -15,7 +15,7 @@
 #   log-file      decision_log to a file                                       ratio to base
 #   deny-401      no token: 401 answered by writ, connection kept alive        ratio to base
 #   deny-403      a valid token without jobs:execute: 403, kept alive          ratio to base
-#   workers-2     workers: 2 (a multi-thread runtime on the 2 cores)          ratio to base
+#   workers-2     workers: 2 (two worker threads, a runtime each, on the 2 cores) ratio to base
 #
 # Columns: req/s, p99, writ's CPU µs/request and cores busy (utime+stime of writ over the run),
 # wrk's own CPU in cores (its utime+stime over the run) and the backend's, and the machine's

@@ -16,7 +16,7 @@
 //! than [`IDLE_TIMEOUT`] are closed; at most [`MAX_IDLE`] are kept.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -42,6 +42,27 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 const IDLE_SWEEPS: u32 = (IDLE_TIMEOUT.as_secs() / SWEEP_EVERY.as_secs()) as u32;
 
+thread_local! {
+    /// The proxy worker this thread is (0: the main thread).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Idle queues per pool: one per worker thread plus one for the main thread
+/// (`set_workers`). A connection opened on a worker's thread has its task on
+/// that worker's runtime; reusing it from another thread would cross threads
+/// twice per request.
+static QUEUES: AtomicUsize = AtomicUsize::new(1);
+
+/// How many worker threads the proxy runs: set before the first pool is built.
+pub fn set_workers(n: usize) {
+    QUEUES.store(if n > 1 { n + 1 } else { 1 }, Ordering::Relaxed);
+}
+
+/// Marks the current thread as proxy worker `i` (called once per worker thread).
+pub fn set_worker(i: usize) {
+    WORKER.with(|w| w.set(i));
+}
+
 /// Why an exchange failed: opening a connection, or the exchange on one.
 #[derive(Debug)]
 pub enum PoolError {
@@ -63,7 +84,8 @@ pub struct Pool {
     /// upstream's host, with its port unless it is the scheme's default.
     host: HeaderValue,
     h1: Builder,
-    idle: ArrayQueue<Idle>,
+    /// Idle connections by the worker that opened them.
+    idle: Box<[ArrayQueue<Idle>]>,
     /// Sweeps so far: a coarse idle clock that costs one atomic load per return.
     sweeps: AtomicU32,
 }
@@ -93,7 +115,9 @@ impl Pool {
             dial,
             host,
             h1: Builder::new(),
-            idle: ArrayQueue::new(MAX_IDLE),
+            idle: (0..QUEUES.load(Ordering::Relaxed).max(1))
+                .map(|_| ArrayQueue::new(MAX_IDLE))
+                .collect(),
             sweeps: AtomicU32::new(0),
         });
         spawn_sweeper(Arc::downgrade(&pool));
@@ -144,7 +168,8 @@ impl Pool {
     /// finishing its previous exchange is waited for (the caller's timeout
     /// bounds it); closed ones are dropped.
     async fn checkout(&self) -> Option<SendRequest<ClientBody>> {
-        while let Some(Idle { mut sender, .. }) = self.idle.pop() {
+        let idle = self.queue();
+        while let Some(Idle { mut sender, .. }) = idle.pop() {
             if sender.is_ready() {
                 return Some(sender);
             }
@@ -180,24 +205,27 @@ impl Pool {
         }
         let since = self.sweeps.load(Ordering::Relaxed);
         // A full queue closes the connection (dropping the sender ends it).
-        let _ = self.idle.push(Idle { sender, since });
+        let _ = self.queue().push(Idle { sender, since });
     }
 
     /// Closes idle connections that are closed or have idled too long; the
     /// rest go back. Requests meanwhile may open a fresh connection, no worse.
     fn sweep(&self) {
         let now = self.sweeps.fetch_add(1, Ordering::Relaxed) + 1;
-        for _ in 0..self.idle.len() {
-            let Some(idle) = self.idle.pop() else { break };
-            if !idle.sender.is_closed() && now.wrapping_sub(idle.since) < IDLE_SWEEPS {
-                let _ = self.idle.push(idle);
+        for queue in &self.idle {
+            for _ in 0..queue.len() {
+                let Some(idle) = queue.pop() else { break };
+                if !idle.sender.is_closed() && now.wrapping_sub(idle.since) < IDLE_SWEEPS {
+                    let _ = queue.push(idle);
+                }
             }
         }
     }
 
-    /// Idle connections now (for tests and the sweeper).
-    pub fn idle(&self) -> usize {
-        self.idle.len()
+    /// This thread's idle queue.
+    fn queue(&self) -> &ArrayQueue<Idle> {
+        let i = WORKER.with(|w| w.get()) % self.idle.len();
+        &self.idle[i]
     }
 }
 
