@@ -2,6 +2,8 @@
 //! is both what gets classified and what gets forwarded, so the proxy and the
 //! backend can never disagree about which resource is addressed.
 
+use std::borrow::Cow;
+
 use crate::decision::{Denial, Reason, Staged, Steps};
 use crate::escape::{bad, decode_component, normalize_segment};
 use crate::policy::Policy;
@@ -219,6 +221,12 @@ fn admit(policy: &Policy, req: &Request<'_>) -> Result<(), Denial> {
     Ok(())
 }
 
+/// Bytes `normalize_segment` copies unchanged whatever the policy: visible
+/// ASCII but `%` (decoded), `\\` and `#` (refused) and `;` (policy-dependent).
+fn copied_as_is(b: u8) -> bool {
+    (0x21..0x7f).contains(&b) && !matches!(b, b'%' | b'\\' | b'#' | b';')
+}
+
 /// Normalizes an origin-form request target (SPEC: Normalization).
 pub fn normalize_target(raw: &str, policy: &PathPolicy) -> Result<NormalizedTarget, Denial> {
     if raw.len() > MAX_TARGET_BYTES {
@@ -243,18 +251,24 @@ pub fn normalize_target(raw: &str, policy: &PathPolicy) -> Result<NormalizedTarg
         return Err(bad("control character in query"));
     }
     let body = &path[1..];
-    let mut stack: Vec<String> = Vec::new();
+    let mut stack: Vec<Cow<'_, str>> = Vec::with_capacity(8);
     let mut trailing = body.ends_with('/');
-    let parts: Vec<&str> = body.split('/').collect();
-    let last = parts.len().saturating_sub(1);
-    for (i, part) in parts.iter().enumerate() {
+    let mut parts = body.split('/').peekable();
+    while let Some(part) = parts.next() {
+        let is_last = parts.peek().is_none();
         if part.is_empty() {
             continue;
         }
-        let seg = normalize_segment(part.as_bytes(), &policy.segment)?;
+        // A segment of bytes `normalize_segment` copies as they are is borrowed
+        // (no allocation per segment); anything else goes through it.
+        let seg = if part.bytes().all(copied_as_is) {
+            Cow::Borrowed(part)
+        } else {
+            Cow::Owned(normalize_segment(part.as_bytes(), &policy.segment)?)
+        };
         // `%3B` counts as `;` here: containers decode it before stripping parameters.
         let cut = [seg.find(';'), seg.find("%3B")].into_iter().flatten().min();
-        let bare = cut.map_or(seg.as_str(), |i| &seg[..i]);
+        let bare = cut.map_or(&*seg, |i| &seg[..i]);
         let dot = match bare {
             "." | ".." if bare.len() != seg.len() => {
                 // `..;x` is `..` to servlet containers (Shiro CVE-2020-1957): a
@@ -274,7 +288,7 @@ pub fn normalize_target(raw: &str, policy: &PathPolicy) -> Result<NormalizedTarg
             }
             None => stack.push(seg),
         }
-        if dot.is_some() && i == last {
+        if dot.is_some() && is_last {
             trailing = true;
         }
     }
