@@ -42,7 +42,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                 "text/plain; version=0.0.4; charset=utf-8",
             )
         }
-        ("POST", "/ssf/events") if !shared.config.load().signals.is_empty() => {
+        ("POST", "/ssf/events") if !shared.config().signals.is_empty() => {
             ssf_push(&shared, req).await
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n", plain),
@@ -85,7 +85,7 @@ async fn ssf_push(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
     let Ok(set) = std::str::from_utf8(&bytes) else {
         return refuse(SetError::InvalidRequest("the body is not UTF-8".into()));
     };
-    let config = shared.config.load_full();
+    let config = shared.config();
     match shared
         .ssf
         .receive(&config, set, &shared.metrics.security_events)

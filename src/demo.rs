@@ -55,11 +55,7 @@ impl Style {
 }
 
 pub fn run(once: bool) -> u8 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::serve::tool_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("writ demo: {e}");

@@ -111,13 +111,13 @@ pub async fn watch(
     path: PathBuf,
     mut hup: Option<tokio::signal::unix::Signal>,
 ) {
-    let mut files = shared.config.load().watched_files.clone();
+    let mut files = shared.config().watched_files.clone();
     let mut last = stamps(&files);
     // The config was loaded before this watcher took its first stamps: a write in
     // between would look like no change at all. The digest of the text in force
     // tells; a differing file is reloaded at once.
     let written = std::fs::read_to_string(&path).map(|t| writ_engine::config::digest(&t));
-    if written.is_ok_and(|d| d != shared.config.load().digest) {
+    if written.is_ok_and(|d| d != shared.config().digest) {
         last.clear();
     }
     loop {
@@ -144,7 +144,7 @@ pub async fn watch(
         };
         match try_reload(&shared, &path, trigger) {
             Ok(()) => {
-                let new_files = shared.config.load().watched_files.clone();
+                let new_files = shared.config().watched_files.clone();
                 // The new config may name other key files: those are stamped now.
                 last = if new_files == files {
                     before
@@ -183,7 +183,7 @@ fn report_failure(shared: &Shared, trigger: &str, errors: &[String]) {
 /// failure is returned uncounted, for the caller to decide whether it was a
 /// half-written file (retried) or a real failure (reported).
 fn try_reload(shared: &Shared, path: &Path, trigger: &str) -> Result<(), Vec<String>> {
-    let old = shared.config.load_full();
+    let old = shared.config();
     let mut new = writ_engine::config::load(path)
         .map_err(|errs| errs.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     crate::overrides::apply(&mut new.settings).map_err(|e| vec![e.to_string()])?;
@@ -225,15 +225,12 @@ fn try_reload(shared: &Shared, path: &Path, trigger: &str) -> Result<(), Vec<Str
         modified = ?modified,
         "Config reloaded"
     );
-    for gone in previous.removed_in(&forwarding) {
-        // A removed upstream's last state must not stay behind as "down".
-        let _ = shared.metrics.upstream_up.remove_label_values(&[gone]);
-    }
+    // A removed upstream's last state must not stay behind as "down".
+    previous.retire_removed(&forwarding, &shared.metrics);
     shared
         .metrics
         .set_config(new.policy.generation, &new.digest);
     shared.forwarding.store(Arc::new(forwarding));
-    shared.config.store(new);
     shared
         .metrics
         .config_reloads

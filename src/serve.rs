@@ -68,6 +68,15 @@ pub fn run_command(config: &Path) -> u8 {
     })
 }
 
+/// The runtime of the commands that serve something beside the proxy (the
+/// admission webhook, the demo's backends and clients): two threads.
+pub fn tool_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -167,7 +176,6 @@ impl Server {
         let forwarding = Forwarding::build(config.clone(), None, &metrics)?;
         let shared = Arc::new(Shared {
             forwarding: ArcSwap::from_pointee(forwarding),
-            config: ArcSwap::new(config),
             cache: TokenCache::new(DEFAULT_CACHE_BYTES),
             metrics,
             log,
@@ -177,18 +185,12 @@ impl Server {
             ssf: Arc::default(),
             introspector: Default::default(),
         });
-        for t in shared
-            .config
-            .load()
-            .signals
-            .iter()
-            .filter(|t| t.poll.is_some())
-        {
+        for t in shared.config().signals.iter().filter(|t| t.poll.is_some()) {
             let s = shared.clone();
             tokio::spawn(crate::ssf::poll_loop(
                 t.clone(),
                 shared.ssf.clone(),
-                move || s.config.load_full(),
+                move || s.config(),
                 shared.metrics.security_events.clone(),
             ));
         }
@@ -228,7 +230,7 @@ impl Server {
             tokio::spawn(reload::watch(shared.clone(), path, hup));
         }
         let (limits, workers) = {
-            let config = shared.config.load();
+            let config = shared.config();
             (config.settings.limits, worker_count(&config.settings))
         };
         let workers = match Workers::start(workers) {
@@ -333,7 +335,7 @@ impl Server {
         drop(listener);
         shared.shutting_down.store(true, Ordering::SeqCst);
         let _ = stop_tx.send(true);
-        let grace = shared.config.load().settings.shutdown_grace;
+        let grace = shared.config().settings.shutdown_grace;
         tracing::info!(
             grace_ms = grace.as_millis() as u64,
             "Shutting down: draining in-flight requests"

@@ -478,6 +478,18 @@ fn a_request_in_flight_finishes_on_an_upstream_a_reload_removes() {
         old.describe()
     );
     assert_eq!(old.body, b"backend-ok");
+    // Its answer came after the reload removed `slow`: no series of it comes back.
+    let scrape = writ.metrics();
+    assert_eq!(
+        metric_value(&scrape, "writ_upstream_up", &[("upstream", "slow")]),
+        None,
+        "{scrape}"
+    );
+    assert_eq!(
+        metric_value(&scrape, "writ_upstream_up", &[("upstream", "fast")]),
+        Some(1.0),
+        "{scrape}"
+    );
     let lines = writ.wait_log_lines(2);
     let mut upstreams: Vec<&str> = lines
         .iter()
@@ -528,4 +540,42 @@ fn a_reload_whose_upstream_cannot_be_built_keeps_the_running_config() {
         r.describe()
     );
     assert_eq!(g.admin.requests().len(), 1);
+}
+
+#[test]
+fn the_upstream_address_override_is_refused_with_several_upstreams() {
+    // WRIT_UPSTREAM_ADDR points the one upstream elsewhere; with two, which one would it
+    // be? writ refuses to start rather than guess.
+    let dir = tempdir();
+    let path = dir.path().join("gw.yaml");
+    fs::write(
+        &path,
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nupstreams:\n  jobs: { url: http://127.0.0.1:1 }\n  admin: { url: http://127.0.0.1:2 }\ndefaults: { upstream: jobs }\nactions:\n  - { name: a, methods: [GET], path: /a, public: true }\n",
+    )
+    .unwrap();
+    let mut child = writ()
+        .args(["run", "--config", path.to_str().unwrap()])
+        .env("WRIT_UPSTREAM_ADDR", "127.0.0.1:9")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("writ started although WRIT_UPSTREAM_ADDR cannot apply");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("WRIT_UPSTREAM_ADDR needs a config with exactly one upstream"),
+        "{stderr}"
+    );
 }

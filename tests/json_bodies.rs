@@ -201,3 +201,17 @@ fn bodies_of_other_actions_stream_through_untouched() {
     assert_eq!(resp.status, 200, "{}", resp.describe());
     assert_eq!(env.backend.single().body, body);
 }
+
+#[test]
+fn a_request_decided_again_on_its_body_is_one_decision_in_the_histogram() {
+    let env = env();
+    let body = br#"{"tenant":"acme","shop":{"region":"eu"}}"#;
+    assert_eq!(post(&env, REFUND, "application/json", body).status, 200);
+    // Refused while reading the body (too large): decided once, observed once.
+    let big = format!(r#"{{"tenant":"acme","pad":"{}"}}"#, "x".repeat(400));
+    post(&env, REFUND, "application/json", big.as_bytes()).assert_problem(413, "body_too_large");
+    // A request that needs no body.
+    let _ = post(&env, "/upload", "application/octet-stream", b"raw");
+    env.writ
+        .assert_metric("writ_decision_duration_seconds_count", &[], 3.0);
+}

@@ -25,11 +25,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> u8 {
     crate::telemetry::init_tracing();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::serve::tool_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("writ: cannot start runtime: {e}");

@@ -60,7 +60,7 @@ pub async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    let header_read_timeout = shared.config.load().settings.limits.header_read_timeout;
+    let header_read_timeout = shared.config().settings.limits.header_read_timeout;
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -180,7 +180,7 @@ pub async fn handle(
             e,
         ),
         Ok((method, target, host)) => {
-            let policy = shared.config.load();
+            let policy = shared.config();
             match unremovable(&policy.policy, &headers) {
                 Some(e) => super::refuse(shared, Frontend::ExtAuthzHttp, &headers, method, e),
                 None => {

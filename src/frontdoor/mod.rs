@@ -62,8 +62,7 @@ pub enum Answer {
 /// `trusted_proxies`). A refusal is counted per door.
 pub fn trusted(shared: &Shared, frontend: Frontend, peer: SocketAddr) -> bool {
     let ok = shared
-        .config
-        .load()
+        .config()
         .settings
         .ext_authz
         .as_ref()
@@ -107,7 +106,7 @@ pub fn refuse(
 
 fn ctx(shared: &Arc<Shared>, frontend: Frontend, headers: &HeaderMap, method: &str) -> Ctx {
     Ctx {
-        config: shared.config.load_full(),
+        config: shared.config(),
         shared: shared.clone(),
         rid: request_id(headers),
         method: method.to_string(),

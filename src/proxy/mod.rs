@@ -41,15 +41,12 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 
 /// State shared by every connection.
 pub struct Shared {
-    /// The config in force: decision policy and server settings, swapped whole
-    /// by a reload so a request sees one consistent pair.
-    pub config: ArcSwap<Config>,
     pub cache: TokenCache,
     pub metrics: Metrics,
     pub log: DecisionLog,
-    /// The proxy's pinned pair: the config it decides under and a client per
-    /// upstream of that config. `config` above is the same config, for
-    /// everything that does not forward.
+    /// The config in force (decision policy and server settings) and a client
+    /// per upstream of it, swapped whole by a reload: a request pins the pair,
+    /// so it sees one consistent config and the clients built for it.
     pub forwarding: ArcSwap<Forwarding>,
     pub shutting_down: AtomicBool,
     pub jwks: crate::jwks::JwksRegistry,
@@ -68,9 +65,14 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// The config in force, for everything that does not forward.
+    pub fn config(&self) -> Arc<Config> {
+        self.forwarding.load().config.clone()
+    }
+
     pub fn ready(&self) -> bool {
         !self.shutting_down.load(Ordering::Relaxed)
-            && self.config.load().policy.keys_ready()
+            && self.config().policy.keys_ready()
             && self.revocation.as_ref().is_none_or(|r| r.loaded())
     }
 }
@@ -221,6 +223,19 @@ pub async fn decide_live(
     policy: &writ_engine::Policy,
     request: &EngineRequest<'_>,
 ) -> Decision {
+    let (d, took) = decide_untimed(shared, policy, request).await;
+    shared.metrics.decision_duration.observe(took.as_secs_f64());
+    d
+}
+
+/// [`decide_live`] without observing `writ_decision_duration_seconds`: for a
+/// request decided twice (again once its JSON body is read), which is one
+/// decision to the histogram. Returns how long deciding took.
+async fn decide_untimed(
+    shared: &Shared,
+    policy: &writ_engine::Policy,
+    request: &EngineRequest<'_>,
+) -> (Decision, std::time::Duration) {
     let decided = Instant::now();
     let context = Context {
         now: Clock::System.now(),
@@ -241,11 +256,7 @@ pub async fn decide_live(
     if shared.log.enabled() {
         d.credential = writ_engine::decide::logged_credential(d.credential, request.headers);
     }
-    shared
-        .metrics
-        .decision_duration
-        .observe(decided.elapsed().as_secs_f64());
-    d
+    (d, decided.elapsed())
 }
 
 /// Asks `issuer`'s introspection endpoint (or the cache) about the request's
@@ -315,10 +326,14 @@ pub async fn handle(
         json_body: None,
         origin: writ_engine::request::Origin::Proxy,
     };
-    let mut d = decide_live(&cx.shared, &cx.config.policy, &request).await;
+    let (mut d, mut deciding) = decide_untimed(&cx.shared, &cx.config.policy, &request).await;
+    let observe = |took: std::time::Duration| {
+        let histogram = &cx.shared.metrics.decision_duration;
+        histogram.observe(took.as_secs_f64());
+    };
     // The action reads a JSON body (`body: json`, an MCP endpoint): only now is
     // it read, bounded, and the request decided again on it. The bytes parsed
-    // are the bytes forwarded.
+    // are the bytes forwarded. One decision to the histogram either way.
     let mut json: Option<Bytes> = None;
     if d.needs_body
         && let Some(stream) = body.take()
@@ -326,11 +341,16 @@ pub async fn handle(
         let max = cx.config.policy.requests.max_json_body;
         match read_body(&parts.headers, stream, limit, max, "JSON").await {
             Ok(b) => json = Some(b),
-            Err(e) => return Ok(cx.reject(Some(&d), &e)),
+            Err(e) => {
+                observe(deciding);
+                return Ok(cx.reject(Some(&d), &e));
+            }
         }
         request.json_body = json.as_deref();
-        d = decide_live(&cx.shared, &cx.config.policy, &request).await;
+        let (again, took) = decide_untimed(&cx.shared, &cx.config.policy, &request).await;
+        (d, deciding) = (again, deciding + took);
     }
+    observe(deciding);
 
     let permit = match &d.verdict {
         Verdict::Deny(e) => return Ok(cx.reject(Some(&d), e)),

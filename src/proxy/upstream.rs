@@ -58,10 +58,16 @@ struct Health {
     up_vec: IntGaugeVec,
     up: OnceLock<IntGauge>,
     errors: IntCounterVec,
+    /// A reload removed the upstream: requests still in flight on it must not
+    /// bring its `writ_upstream_up` series back.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 impl Health {
     fn set_up(&self, name: &str, up: bool) {
+        if self.retired.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let gauge = self
             .up
             .get_or_init(|| self.up_vec.with_label_values(&[name]));
@@ -90,6 +96,7 @@ impl Upstream {
                 up_vec: metrics.upstream_up.clone(),
                 up: OnceLock::new(),
                 errors: metrics.upstream_errors.clone(),
+                retired: Default::default(),
             },
         })
     }
@@ -220,12 +227,18 @@ impl Forwarding {
         Ok(Forwarding { config, upstreams })
     }
 
-    /// Names in `self` that `next` no longer has (their metric series go).
-    pub fn removed_in<'a>(&'a self, next: &Forwarding) -> impl Iterator<Item = &'a str> {
-        self.upstreams
-            .iter()
-            .map(|u| u.name())
-            .filter(|n| !next.upstreams.iter().any(|u| u.name() == *n))
+    /// Retires the upstreams `next` no longer has and removes their
+    /// `writ_upstream_up` series: a request still in flight on one does not
+    /// bring the series back.
+    pub fn retire_removed(&self, next: &Forwarding, metrics: &Metrics) {
+        for u in &self.upstreams {
+            if !next.upstreams.iter().any(|n| n.name() == u.name()) {
+                u.health
+                    .retired
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                let _ = metrics.upstream_up.remove_label_values(&[u.name()]);
+            }
+        }
     }
 
     /// The client a request decided as `action` is forwarded with.
