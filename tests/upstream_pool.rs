@@ -272,3 +272,30 @@ fn a_request_without_host_gets_the_upstream_authority() {
         "{seen:#?}"
     );
 }
+
+#[test]
+fn the_backend_gets_the_host_as_classified() {
+    let env = Env::with_config(&Config::new(ACTIONS).set("workers", "1"));
+    let cases = [
+        ("files.test", "files.test"),
+        ("Files.TEST.", "files.test"),
+        ("files.test:8080", "files.test:8080"),
+        ("FILES.test.:8080", "files.test:8080"),
+        ("[::1]:8080", "[::1]:8080"),
+        ("10.0.0.7", "10.0.0.7"),
+    ];
+    for (sent, _) in cases {
+        let r = support::send_raw(
+            env.writ.addr(),
+            format!("GET /files/h HTTP/1.1\r\nHost: {sent}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{sent}: {}", r.describe());
+    }
+    let seen = env.backend.requests();
+    assert_eq!(seen.len(), cases.len());
+    for (req, (sent, want)) in seen.iter().zip(cases) {
+        assert_eq!(req.header("host"), Some(want), "sent {sent}");
+        assert_eq!(req.header("x-forwarded-host"), Some(want), "sent {sent}");
+    }
+}

@@ -54,10 +54,17 @@ fn nominated(headers: &HeaderMap) -> Vec<String> {
 
 /// Removes hop-by-hop headers and the ones `Connection` nominates (responses too).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most requests carry none: one pass over the names instead of nine removals,
-    // each of which hashes and probes. `Connection` is one of them, so nothing it
-    // could nominate is missed.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    // One pass over the names notes which hop-by-hop headers are present; only
+    // those are removed (each removal hashes and probes). Most requests carry
+    // none; most answers only `Connection: keep-alive`. `Connection` is one of
+    // them, so nothing it could nominate is missed.
+    let mut present = 0u16;
+    for k in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
     for n in nominated(headers) {
@@ -65,8 +72,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         // they are set after this runs, so removing here is harmless.
         headers.remove(n.as_str());
     }
-    for h in &HOP_BY_HOP {
-        headers.remove(h);
+    for (i, h) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(h);
+        }
     }
 }
 
@@ -188,12 +197,24 @@ pub fn prepare(parts: &mut Parts, out: &Outbound<'_>) -> Result<(), ForwardError
     h.remove(header::EXPECT);
     // The host as classified (canonical: lowercase, no trailing dot), so the
     // backend's virtual hosting sees what writ matched.
-    if let Some((name, port)) = out.host.and_then(parse_host) {
-        let canonical = match port {
-            Some(p) => format!("{name}:{p}"),
-            None => name,
+    if let Some(host) = out.host
+        && let Some((name, port)) = parse_host(host)
+    {
+        let sent = h
+            .get(header::HOST)
+            .filter(|v| v.as_bytes() == host.as_bytes());
+        let canonical = match (port, sent) {
+            // Already canonical as sent: the client's value is reused, not rebuilt.
+            (None, Some(v)) if name == host => Ok(v.clone()),
+            (Some(p), Some(v))
+                if host.len() == name.len() + 1 + p.len() && host.starts_with(name.as_str()) =>
+            {
+                Ok(v.clone())
+            }
+            (Some(p), _) => HeaderValue::from_str(&format!("{name}:{p}")),
+            (None, _) => HeaderValue::from_str(&name),
         };
-        if let Ok(v) = HeaderValue::from_str(&canonical) {
+        if let Ok(v) = canonical {
             h.insert(header::HOST, v.clone());
             h.insert(X_FORWARDED_HOST, v);
         }
