@@ -142,7 +142,8 @@ pub struct Outbound<'a> {
     pub upstream: &'a Upstream,
     pub permit: &'a Permit,
     pub target: &'a NormalizedTarget,
-    pub action: Option<&'a str>,
+    /// The action's name as a header value (`Forwarding::action_headers`).
+    pub action: Option<&'a HeaderValue>,
     pub request_id: &'a str,
     /// The client's IP address (`ConnInfo::peer_ip`).
     pub peer_ip: &'a HeaderValue,
@@ -251,7 +252,9 @@ pub fn prepare(parts: &mut Parts, out: &Outbound<'_>) -> Result<(), ForwardError
         };
         set(h, &id.subject, out.permit.subject.as_deref());
         set(h, &id.actor, out.permit.actor.as_deref());
-        set(h, &id.action, out.action);
+        if let Some(v) = out.action {
+            h.insert(id.action.clone(), v.clone());
+        }
     }
     Ok(())
 }

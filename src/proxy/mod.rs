@@ -390,7 +390,9 @@ pub async fn handle(
         upstream: &up.config,
         permit: &permit,
         target,
-        action,
+        action: d
+            .action
+            .and_then(|i| forwarding.action_headers.get(i)?.as_ref()),
         request_id: &cx.rid,
         peer_ip: &conn.peer_ip,
         tls: conn.tls,

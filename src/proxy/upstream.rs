@@ -194,6 +194,9 @@ pub fn spawn_health_check(upstream: &Arc<Upstream>) {
 pub struct Forwarding {
     pub config: Arc<Config>,
     pub upstreams: Vec<Arc<Upstream>>,
+    /// Each action's name as an identity header value, indexed like
+    /// `policy.actions`: built once per config, cloned per request.
+    pub action_headers: Vec<Option<http::HeaderValue>>,
 }
 
 impl Forwarding {
@@ -224,7 +227,17 @@ impl Forwarding {
             };
             upstreams.push(u);
         }
-        Ok(Forwarding { config, upstreams })
+        let action_headers = config
+            .policy
+            .actions
+            .iter()
+            .map(|a| http::HeaderValue::from_bytes(a.name.as_bytes()).ok())
+            .collect();
+        Ok(Forwarding {
+            config,
+            upstreams,
+            action_headers,
+        })
     }
 
     /// Retires the upstreams `next` no longer has and removes their

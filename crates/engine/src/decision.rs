@@ -357,10 +357,13 @@ impl Denial {
 }
 
 /// Keeps a value safe inside a quoted-string: no quotes, backslashes or control bytes.
-fn quote_safe(s: &str) -> String {
-    s.chars()
-        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
-        .collect()
+fn quote_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    let ok = |c: char| c != '"' && c != '\\' && !c.is_control();
+    // Nearly always there is nothing to drop: no copy then.
+    if s.chars().all(ok) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(s.chars().filter(|c| ok(*c)).collect())
 }
 
 /// Proof that authorization allowed a request. Only the pipeline can mint one
