@@ -4,11 +4,14 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::time::SystemTime;
 
 use prometheus::IntCounter;
 use serde_json::{Number, Value};
 
+use writ_engine::authenticate::token::Verified;
 use writ_engine::authorize::Introspected;
 use writ_engine::config::LogTarget;
 use writ_engine::record::{Basis, Credential};
@@ -16,9 +19,12 @@ use writ_engine::record::{Basis, Credential};
 /// SPEC fields, and nothing a client could smuggle a secret through: no token,
 /// no signature, no header value, no query. `credential` and the basis fields
 /// are what `writ replay` reads back (`writ_engine::record::LoggedDecision`).
+/// What the line derives from shared data (the timestamp, the claims) is
+/// derived on the writer thread: the request thread only moves handles.
 #[derive(Debug)]
 pub struct DecisionRecord {
-    pub ts: String,
+    /// When it was decided; the line's `ts` (RFC 3339, microseconds).
+    pub at: SystemTime,
     pub request_id: String,
     pub method: String,
     pub path: Option<String>,
@@ -29,10 +35,12 @@ pub struct DecisionRecord {
     pub enforced: bool,
     pub reason: &'static str,
     pub status: u16,
-    pub subject: Option<String>,
-    pub actor_chain: Vec<String>,
-    pub client_id: Option<String>,
-    pub issuer: Option<String>,
+    /// The verified token, when there was one: the line's `subject`,
+    /// `actor_chain`, `client_id`, `issuer` and basis are read from its claims
+    /// (nothing else of it is logged).
+    pub token: Option<Arc<Verified>>,
+    /// The claims the policy binds (`Policy::bound_claims`): the basis records them.
+    pub bound_claims: Arc<[String]>,
     pub duration_us: u64,
     /// The door the request came in through (`proxy`, `ext_authz_grpc`, `ext_authz_http`).
     pub frontend: &'static str,
@@ -49,8 +57,6 @@ pub struct DecisionRecord {
     pub revocation: Option<String>,
     /// The introspection answer the decision used (`active`, `inactive`, `unavailable`).
     pub introspection: Option<Introspected>,
-    /// Flattened into the line.
-    pub basis: Basis,
 }
 
 const BUFFER_LINES: usize = 16 * 1024;
@@ -154,8 +160,13 @@ fn write_loop(rx: Receiver<DecisionRecord>, mut sink: Box<dyn Write + Send>) {
 /// The bytes equal what `serde_json` with [`LineSafe`]'s escapes wrote before;
 /// the property test below pins that.
 fn write_line(out: &mut Vec<u8>, r: &DecisionRecord) {
+    let claims = r.token.as_ref().map(|t| &t.claims);
     let mut f = Fields(out, b'{');
-    f.str("ts", &r.ts);
+    f.key("ts");
+    // RFC 3339 needs no escaping.
+    f.0.push(b'"');
+    let _ = write!(f.0, "{}", humantime::format_rfc3339_micros(r.at));
+    f.0.push(b'"');
     f.str("request_id", &r.request_id);
     f.str("method", &r.method);
     f.opt("path", r.path.as_deref());
@@ -166,11 +177,12 @@ fn write_line(out: &mut Vec<u8>, r: &DecisionRecord) {
     f.bool("enforced", r.enforced);
     f.str("reason", r.reason);
     f.u64("status", u64::from(r.status));
-    f.opt("subject", r.subject.as_deref());
+    f.opt("subject", claims.and_then(|c| c.sub.as_deref()));
     f.key("actor_chain");
-    push_strs(f.0, r.actor_chain.iter().map(String::as_str));
-    f.opt("client_id", r.client_id.as_deref());
-    f.opt("issuer", r.issuer.as_deref());
+    let chain = claims.and_then(|c| c.act.as_ref().ok());
+    push_strs(f.0, chain.into_iter().flatten().map(|a| a.sub.as_str()));
+    f.opt("client_id", claims.and_then(|c| c.client_id.as_deref()));
+    f.opt("issuer", claims.and_then(|c| c.iss.as_deref()));
     f.u64("duration_us", r.duration_us);
     f.str("frontend", r.frontend);
     f.opt("upstream", r.upstream.as_deref());
@@ -185,7 +197,9 @@ fn write_line(out: &mut Vec<u8>, r: &DecisionRecord) {
     if let Some(i) = r.introspection {
         f.str("introspection", introspected_name(i));
     }
-    push_basis(&mut f, &r.basis);
+    if let Some(c) = claims {
+        push_basis(&mut f, &Basis::of(c, &r.bound_claims));
+    }
     f.0.extend_from_slice(b"}\n");
 }
 
@@ -425,15 +439,9 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// RFC 3339 UTC timestamp with microseconds.
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
-}
-
-/// `t` (seconds since the Unix epoch) as an RFC 3339 UTC timestamp with microseconds.
-pub fn rfc3339(t: f64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(t.max(0.0));
-    humantime::format_rfc3339_micros(at).to_string()
+/// `t` (seconds since the Unix epoch, as the engine's clock says) as a time.
+pub fn at(t: f64) -> SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(t.max(0.0))
 }
 
 #[cfg(test)]
@@ -460,7 +468,7 @@ mod tests {
 
     fn record() -> DecisionRecord {
         DecisionRecord {
-            ts: now_rfc3339(),
+            at: SystemTime::now(),
             request_id: "r".into(),
             method: "GET".into(),
             path: Some("/".into()),
@@ -471,10 +479,8 @@ mod tests {
             enforced: true,
             reason: "no_matching_action",
             status: 403,
-            subject: None,
-            actor_chain: Vec::new(),
-            client_id: None,
-            issuer: None,
+            token: None,
+            bound_claims: Arc::new([]),
             duration_us: 1,
             frontend: "proxy",
             upstream: Some("default".into()),
@@ -482,14 +488,30 @@ mod tests {
             credential: Some(Credential::None),
             revocation: None,
             introspection: None,
-            basis: Basis::default(),
         }
+    }
+
+    /// A verified token with these claims.
+    fn token(raw: serde_json::Map<String, Value>) -> Arc<Verified> {
+        Arc::new(Verified {
+            claims: writ_engine::claims::Claims::parse(raw),
+            issuer: 0,
+            key_fingerprint: None,
+            generation: 0,
+            approx_size: 0,
+        })
     }
 
     #[test]
     fn line_breaks_and_controls_in_claims_are_escaped() {
         let mut r = record();
-        r.subject = Some("a\u{2028}b\u{2029}c\u{85}d\u{7f}e\u{9f}f\ng\u{1}h é".into());
+        let sub = "a\u{2028}b\u{2029}c\u{85}d\u{7f}e\u{9f}f\ng\u{1}h é";
+        r.token = Some(token(
+            serde_json::json!({ "sub": sub })
+                .as_object()
+                .unwrap()
+                .clone(),
+        ));
         let mut out = Vec::new();
         write_line(&mut out, &r);
         let text = String::from_utf8(out).unwrap();
@@ -507,7 +529,7 @@ mod tests {
             "{text}"
         );
         let back: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(back["subject"].as_str(), r.subject.as_deref());
+        assert_eq!(back["subject"].as_str(), Some(sub));
     }
 
     /// The line as it was written before the hand-written writer: `serde_json`
@@ -515,7 +537,7 @@ mod tests {
     /// [`LineSafe`]. [`write_line`] must write exactly these bytes.
     #[derive(serde::Serialize)]
     struct Reference<'a> {
-        ts: &'a str,
+        ts: String,
         request_id: &'a str,
         method: &'a str,
         path: Option<&'a str>,
@@ -526,10 +548,10 @@ mod tests {
         enforced: bool,
         reason: &'a str,
         status: u16,
-        subject: Option<&'a str>,
-        actor_chain: &'a [String],
-        client_id: Option<&'a str>,
-        issuer: Option<&'a str>,
+        subject: Option<String>,
+        actor_chain: Vec<String>,
+        client_id: Option<String>,
+        issuer: Option<String>,
         duration_us: u64,
         frontend: &'a str,
         upstream: Option<&'a str>,
@@ -541,12 +563,15 @@ mod tests {
         #[serde(skip_serializing_if = "Option::is_none")]
         introspection: Option<Introspected>,
         #[serde(flatten)]
-        basis: &'a Basis,
+        basis: Basis,
     }
 
+    /// Built as `Ctx::record` built the record before (owned copies of the
+    /// claims, the timestamp formatted on the request thread).
     fn reference(r: &DecisionRecord) -> Vec<u8> {
+        let claims = r.token.as_ref().map(|t| &t.claims);
         let line = Reference {
-            ts: &r.ts,
+            ts: humantime::format_rfc3339_micros(r.at).to_string(),
             request_id: &r.request_id,
             method: &r.method,
             path: r.path.as_deref(),
@@ -557,10 +582,13 @@ mod tests {
             enforced: r.enforced,
             reason: r.reason,
             status: r.status,
-            subject: r.subject.as_deref(),
-            actor_chain: &r.actor_chain,
-            client_id: r.client_id.as_deref(),
-            issuer: r.issuer.as_deref(),
+            subject: claims.and_then(|c| c.sub.clone()),
+            actor_chain: claims
+                .and_then(|c| c.act.as_ref().ok())
+                .map(|a| a.iter().map(|x| x.sub.clone()).collect())
+                .unwrap_or_default(),
+            client_id: claims.and_then(|c| c.client_id.clone()),
+            issuer: claims.and_then(|c| c.iss.clone()),
             duration_us: r.duration_us,
             frontend: r.frontend,
             upstream: r.upstream.as_deref(),
@@ -568,7 +596,9 @@ mod tests {
             credential: r.credential,
             revocation: r.revocation.as_deref(),
             introspection: r.introspection,
-            basis: &r.basis,
+            basis: claims
+                .map(|c| Basis::of(c, &r.bound_claims))
+                .unwrap_or_default(),
         };
         let mut out = Vec::new();
         let mut ser = serde_json::Serializer::with_formatter(&mut out, LineSafe);
@@ -664,37 +694,70 @@ mod tests {
         })
     }
 
-    fn basis() -> impl Strategy<Value = Basis> {
-        let s = || prop::option::of(hostile());
-        let list = || prop::option::of(prop::collection::vec(hostile(), 0..4));
-        let n = || prop::option::of(number());
+    /// Claims as a token could carry them (the typed ones in right and wrong
+    /// shapes), and the names the policy binds: some present, one absent.
+    fn claims() -> impl Strategy<Value = (serde_json::Map<String, Value>, Vec<String>)> {
+        let s = || prop::option::of(hostile().prop_map(Value::String));
+        let n = || prop::option::of(number().prop_map(Value::Number));
+        let strings = || prop::collection::vec(hostile().prop_map(Value::String), 0..4);
+        let aud = prop::option::of(prop_oneof![
+            hostile().prop_map(Value::String),
+            strings().prop_map(Value::Array),
+        ]);
+        let scope =
+            prop::option::of(prop::collection::vec(hostile(), 0..4).prop_map(|v| v.join(" ")));
+        let act = prop::option::of((hostile(), s(), n(), n(), prop::option::of(hostile())));
         (
-            (s(), list(), list(), n(), n(), n(), n()),
-            (s(), n(), n(), s()),
+            (s(), s(), s(), s(), s(), aud, scope),
+            (n(), n(), n(), n(), act),
             prop::collection::btree_map(hostile(), value(), 0..3),
+            (any::<u8>(), hostile()),
         )
-            .prop_map(
-                |(
-                    (jti, scopes, aud, iat, exp, nbf, auth_time),
-                    (acr, act_iat, act_exp, act_iss),
-                    claims,
-                )| {
-                    Basis {
-                        jti,
-                        scopes,
-                        aud,
-                        iat,
-                        exp,
-                        nbf,
-                        auth_time,
-                        acr,
-                        act_iat,
-                        act_exp,
-                        act_iss,
-                        claims,
+            .prop_map(|(a, b, extra, (mask, absent))| {
+                let (iss, sub, client_id, jti, acr, aud, scope) = a;
+                let (iat, exp, nbf, auth_time, act) = b;
+                let mut raw = serde_json::Map::new();
+                let mut bound = vec![absent];
+                for (i, (k, v)) in extra.into_iter().enumerate() {
+                    if mask & (1 << i) != 0 {
+                        bound.push(k.clone());
                     }
-                },
-            )
+                    raw.insert(k, v);
+                }
+                let named = [
+                    ("iss", iss),
+                    ("sub", sub),
+                    ("client_id", client_id),
+                    ("jti", jti),
+                    ("acr", acr),
+                    ("aud", aud),
+                    ("scope", scope.map(Value::String)),
+                    ("iat", iat),
+                    ("exp", exp),
+                    ("nbf", nbf),
+                    ("auth_time", auth_time),
+                ];
+                for (k, v) in named {
+                    if let Some(v) = v {
+                        raw.insert(k.into(), v);
+                    }
+                }
+                if let Some((sub, iss, exp, iat, inner)) = act {
+                    let mut a = serde_json::json!({ "sub": sub });
+                    for (k, v) in [("iss", iss), ("exp", exp), ("iat", iat)] {
+                        if let Some(v) = v {
+                            a[k] = v;
+                        }
+                    }
+                    if let Some(inner) = inner {
+                        a["act"] = serde_json::json!({ "sub": inner });
+                    }
+                    raw.insert("act".into(), a);
+                }
+                bound.sort();
+                bound.dedup();
+                (raw, bound)
+            })
     }
 
     fn records() -> impl Strategy<Value = DecisionRecord> {
@@ -720,8 +783,11 @@ mod tests {
             Introspected::Inactive,
             Introspected::Unavailable,
         ]));
+        // Up to the year 2100, to the nanosecond (the line keeps microseconds).
+        let at = (0u64..4_102_444_800, 0u32..1_000_000_000)
+            .prop_map(|(secs, nanos)| std::time::UNIX_EPOCH + Duration::new(secs, nanos));
         (
-            (hostile(), hostile(), hostile(), s(), s(), s()),
+            (at, hostile(), hostile(), s(), s(), s()),
             (
                 any::<bool>(),
                 word(),
@@ -730,22 +796,20 @@ mod tests {
                 any::<u16>(),
                 word(),
             ),
-            (
-                s(),
-                prop::collection::vec(hostile(), 0..3),
-                s(),
-                s(),
-                any::<u64>(),
-            ),
-            (s(), s(), credential, s(), introspection, basis()),
+            (prop::option::of(claims()), any::<u64>()),
+            (s(), s(), credential, s(), introspection),
         )
             .prop_map(|(a, b, c, d)| {
-                let (ts, request_id, method, path, host, action) = a;
+                let (at, request_id, method, path, host, action) = a;
                 let (execution, decision, enforced, reason, status, frontend) = b;
-                let (subject, actor_chain, client_id, issuer, duration_us) = c;
-                let (upstream, tool, credential, revocation, introspection, basis) = d;
+                let (claims, duration_us) = c;
+                let (upstream, tool, credential, revocation, introspection) = d;
+                let (token, bound_claims) = match claims {
+                    Some((raw, bound)) => (Some(token(raw)), bound.into()),
+                    None => (None, Arc::from([])),
+                };
                 DecisionRecord {
-                    ts,
+                    at,
                     request_id,
                     method,
                     path,
@@ -756,10 +820,8 @@ mod tests {
                     enforced,
                     reason,
                     status,
-                    subject,
-                    actor_chain,
-                    client_id,
-                    issuer,
+                    token,
+                    bound_claims,
                     duration_us,
                     frontend,
                     upstream,
@@ -767,7 +829,6 @@ mod tests {
                     credential,
                     revocation,
                     introspection,
-                    basis,
                 }
             })
     }
