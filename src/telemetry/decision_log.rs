@@ -399,6 +399,21 @@ const ESCAPE: [u8; 256] = {
     t
 };
 
+/// Whether no byte of `w` needs a look in [`ESCAPE`]: none below 0x20, none
+/// `"` or `\\`, none DEL or above (every non-zero entry is one of those).
+/// The usual bit tricks: `v - 0x01.. & !v & 0x80..` is non-zero exactly when
+/// some byte of `v` is zero, `w - 0x20.. & !w & 0x80..` when some byte is below 0x20.
+fn is_plain(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    let quote = zero(w ^ (ONES * u64::from(b'"')));
+    let backslash = zero(w ^ (ONES * u64::from(b'\\')));
+    let del = zero(w ^ (ONES * 0x7f));
+    (control | quote | backslash | del | (w & HIGH)) == 0
+}
+
 /// `s` as a JSON string: runs of bytes that need nothing are copied at once.
 fn push_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -406,6 +421,13 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let (mut run, mut i) = (0, 0);
     while i < b.len() {
+        // Eight bytes at a time while none needs a look (most of a line).
+        if let Some(Ok(word)) = b.get(i..i + 8).map(<[u8; 8]>::try_from)
+            && is_plain(u64::from_ne_bytes(word))
+        {
+            i += 8;
+            continue;
+        }
         let e = ESCAPE[usize::from(b[i])];
         if e == 0 {
             i += 1;
@@ -845,6 +867,25 @@ mod tests {
             prop_assert_eq!(String::from_utf8(out.clone()).unwrap(), String::from_utf8(want).unwrap());
             prop_assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
             let _: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        }
+    }
+
+    /// The word test agrees with the table for every byte at every position.
+    #[test]
+    fn a_word_is_plain_exactly_when_no_byte_needs_a_look() {
+        for byte in 0..=255u8 {
+            for at in 0..8 {
+                let mut word = *b"abcdefgh";
+                word[at] = byte;
+                let plain = word
+                    .iter()
+                    .all(|&b| ESCAPE[usize::from(b)] == 0 && b < 0x7f);
+                assert_eq!(
+                    is_plain(u64::from_ne_bytes(word)),
+                    plain,
+                    "{byte:#x} at {at}"
+                );
+            }
         }
     }
 
