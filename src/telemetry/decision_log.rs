@@ -14,7 +14,7 @@ use serde_json::{Number, Value};
 use writ_engine::authenticate::token::Verified;
 use writ_engine::authorize::Introspected;
 use writ_engine::config::LogTarget;
-use writ_engine::record::{Basis, Credential};
+use writ_engine::record::{BasisRef, Credential};
 
 /// SPEC fields, and nothing a client could smuggle a secret through: no token,
 /// no signature, no header value, no query. `credential` and the basis fields
@@ -198,7 +198,7 @@ fn write_line(out: &mut Vec<u8>, r: &DecisionRecord) {
         f.str("introspection", introspected_name(i));
     }
     if let Some(c) = claims {
-        push_basis(&mut f, &Basis::of(c, &r.bound_claims));
+        push_basis(&mut f, &BasisRef::of(c, &r.bound_claims));
     }
     f.0.extend_from_slice(b"}\n");
 }
@@ -235,12 +235,12 @@ impl Fields<'_> {
         push_u64(self.0, v);
     }
     /// Only when present (the basis skips absent fields).
-    fn some_str(&mut self, k: &str, v: &Option<String>) {
+    fn some_str(&mut self, k: &str, v: Option<&str>) {
         if let Some(s) = v {
             self.str(k, s);
         }
     }
-    fn some_strs(&mut self, k: &str, v: &Option<Vec<String>>) {
+    fn some_strs(&mut self, k: &str, v: Option<&[String]>) {
         if let Some(list) = v {
             self.key(k);
             push_strs(self.0, list.iter().map(String::as_str));
@@ -254,22 +254,25 @@ impl Fields<'_> {
     }
 }
 
-/// The basis fields, flattened into the record: each only when present.
-fn push_basis(f: &mut Fields<'_>, b: &Basis) {
-    f.some_str("jti", &b.jti);
-    f.some_strs("scopes", &b.scopes);
-    f.some_strs("aud", &b.aud);
+/// The basis fields, flattened into the record: each only when present, read
+/// from the claims without copying them ([`BasisRef`]: the facts of
+/// [`Basis`](writ_engine::record::Basis)).
+fn push_basis(f: &mut Fields<'_>, b: &BasisRef<'_>) {
+    f.some_str("jti", b.jti);
+    f.some_strs("scopes", b.scopes);
+    f.some_strs("aud", b.aud);
     f.some_number("iat", &b.iat);
     f.some_number("exp", &b.exp);
     f.some_number("nbf", &b.nbf);
     f.some_number("auth_time", &b.auth_time);
-    f.some_str("acr", &b.acr);
+    f.some_str("acr", b.acr);
     f.some_number("act_iat", &b.act_iat);
     f.some_number("act_exp", &b.act_exp);
-    f.some_str("act_iss", &b.act_iss);
-    if !b.claims.is_empty() {
+    f.some_str("act_iss", b.act_iss);
+    let mut claims = b.claims().peekable();
+    if claims.peek().is_some() {
         f.key("claims");
-        push_object(f.0, &b.claims);
+        push_object(f.0, claims);
     }
 }
 
@@ -472,6 +475,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use proptest::prelude::*;
+    use writ_engine::record::Basis;
 
     use super::*;
 
