@@ -24,7 +24,7 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 
-use crate::telemetry::decision_log::{DecisionLog, DecisionRecord, now_rfc3339, rfc3339};
+use crate::telemetry::decision_log::{DecisionLog, DecisionRecord, at};
 use crate::telemetry::metrics::{Counted, Frontend, Metrics, UNMATCHED};
 use upstream::{Forwarding, UpstreamError};
 use writ_engine::authenticate::Credentials;
@@ -33,7 +33,6 @@ use writ_engine::authorize::Introspected;
 use writ_engine::clock::Clock;
 use writ_engine::config::Config;
 use writ_engine::decision::{Denial, Labels, Reason, Verdict};
-use writ_engine::record::Basis;
 use writ_engine::request::{MAX_FORM_BODY, is_form_body};
 use writ_engine::{Context, Decision, Request as EngineRequest, decide};
 
@@ -637,13 +636,12 @@ impl Ctx {
         if !self.shared.log.enabled() {
             return;
         }
-        let claims = d.and_then(|d| d.token.as_ref()).map(|t| &t.claims);
         let execution = d
             .and_then(|d| d.action)
             .is_some_and(|i| self.config.policy.action(i).execution);
-        let policy = &self.config.policy;
+        // The claims and the timestamp are formatted on the writer thread.
         self.shared.log.record(DecisionRecord {
-            ts: d.map_or_else(now_rfc3339, |d| rfc3339(d.now)),
+            at: d.map_or_else(std::time::SystemTime::now, |d| at(d.now)),
             request_id: self.rid.clone(),
             method: self.method.clone(),
             path: d.and_then(|d| d.target.as_ref()).map(|t| t.path.clone()),
@@ -654,20 +652,12 @@ impl Ctx {
             enforced: o.labels.enforced,
             reason: o.reason.as_str(),
             status: o.status,
-            subject: claims.and_then(|c| c.sub.clone()),
-            actor_chain: claims
-                .and_then(|c| c.act.as_ref().ok())
-                .map(|a| a.iter().map(|x| x.sub.clone()).collect())
-                .unwrap_or_default(),
-            client_id: claims.and_then(|c| c.client_id.clone()),
-            issuer: claims.and_then(|c| c.iss.clone()),
+            token: d.and_then(|d| d.token.clone()),
+            bound_claims: self.config.policy.bound_claims.clone(),
             duration_us: elapsed.as_micros() as u64,
             credential: d.map(|d| d.credential),
             revocation: d.and_then(|d| d.revoked.as_ref()).map(|e| e.kind()),
             introspection: d.and_then(|d| d.introspected),
-            basis: claims
-                .map(|c| Basis::of(c, &policy.bound_claims))
-                .unwrap_or_default(),
             frontend: self.frontend.as_str(),
             upstream: self.upstream_name(d),
             tool: d.and_then(|d| d.mcp.as_ref()).and_then(|m| m.tool.clone()),

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Number, Value};
+use serde_json::{Map, Number, Value};
 
 use crate::claims::Claims;
 
@@ -72,36 +72,93 @@ impl Basis {
     /// What the checks read from a verified token's `claims`; `bound` names the
     /// claims the policy binds ([`Policy::bound_claims`](crate::Policy)).
     pub fn of(claims: &Claims, bound: &[String]) -> Basis {
+        let r = BasisRef::of(claims, bound);
+        Basis {
+            jti: r.jti.map(str::to_string),
+            scopes: r.scopes.map(<[String]>::to_vec),
+            aud: r.aud.map(<[String]>::to_vec),
+            claims: r.claims().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            iat: r.iat,
+            exp: r.exp,
+            nbf: r.nbf,
+            auth_time: r.auth_time,
+            acr: r.acr.map(str::to_string),
+            act_iat: r.act_iat,
+            act_exp: r.act_exp,
+            act_iss: r.act_iss.map(str::to_string),
+        }
+    }
+}
+
+/// The same facts as [`Basis`], borrowed from the claims: for a reader that
+/// only writes them out (the decision log's writer), nothing copied.
+#[derive(Debug, Clone)]
+pub struct BasisRef<'a> {
+    /// `jti`.
+    pub jti: Option<&'a str>,
+    /// `scope` / `scp`, split.
+    pub scopes: Option<&'a [String]>,
+    /// `aud`, as a list.
+    pub aud: Option<&'a [String]>,
+    /// `iat`.
+    pub iat: Option<Number>,
+    /// `exp`.
+    pub exp: Option<Number>,
+    /// `nbf`.
+    pub nbf: Option<Number>,
+    /// `auth_time`.
+    pub auth_time: Option<Number>,
+    /// `acr`.
+    pub acr: Option<&'a str>,
+    /// The current actor's `act.iat`.
+    pub act_iat: Option<Number>,
+    /// The current actor's `act.exp`.
+    pub act_exp: Option<Number>,
+    /// The current actor's `act.iss`.
+    pub act_iss: Option<&'a str>,
+    raw: &'a Map<String, Value>,
+    bound: &'a [String],
+}
+
+/// A bound claim the token does not carry.
+static NULL: Value = Value::Null;
+
+impl<'a> BasisRef<'a> {
+    /// See [`Basis::of`].
+    pub fn of(claims: &'a Claims, bound: &'a [String]) -> BasisRef<'a> {
         let times = claims.times.as_ref().ok();
         let date = |f: fn(&crate::claims::Times) -> Option<f64>| times.and_then(f).map(number);
         let current = claims.act.as_ref().ok().and_then(|a| a.first());
-        let act_iat = claims
-            .raw
-            .get("act")
-            .and_then(|a| a.get("iat"))
-            .and_then(Value::as_f64)
-            .map(number);
-        Basis {
-            jti: claims
-                .raw
-                .get("jti")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            scopes: claims.scopes.as_ref().ok().cloned(),
-            aud: claims.aud.clone(),
+        BasisRef {
+            jti: claims.raw.get("jti").and_then(Value::as_str),
+            scopes: claims.scopes.as_ref().ok().map(Vec::as_slice),
+            aud: claims.aud.as_deref(),
             iat: date(|t| t.iat),
             exp: date(|t| t.exp),
             nbf: date(|t| t.nbf),
             auth_time: date(|t| t.auth_time),
-            acr: claims.acr.clone(),
-            act_iat,
+            acr: claims.acr.as_deref(),
+            act_iat: claims
+                .raw
+                .get("act")
+                .and_then(|a| a.get("iat"))
+                .and_then(Value::as_f64)
+                .map(number),
             act_exp: current.and_then(|a| a.exp).map(number),
-            act_iss: current.and_then(|a| a.iss.clone()),
-            claims: bound
-                .iter()
-                .map(|n| (n.clone(), claims.raw.get(n).cloned().unwrap_or(Value::Null)))
-                .collect(),
+            act_iss: current.and_then(|a| a.iss.as_deref()),
+            raw: &claims.raw,
+            bound,
         }
+    }
+
+    /// Every bound claim and its value (`null` when the token has none), in
+    /// `bound`'s order ([`Policy::bound_claims`](crate::Policy) is sorted and
+    /// deduplicated, the order [`Basis::claims`] iterates in).
+    pub fn claims(&self) -> impl Iterator<Item = (&'a String, &'a Value)> + 'a {
+        let raw = self.raw;
+        self.bound
+            .iter()
+            .map(move |n| (n, raw.get(n).unwrap_or(&NULL)))
     }
 }
 

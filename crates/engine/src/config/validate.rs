@@ -348,7 +348,7 @@ pub(super) fn compile(
         actions,
         router,
         named_methods,
-        bound_claims,
+        bound_claims: bound_claims.into(),
         revocation,
         mcp_groups: endpoints.groups,
         protected_resource,

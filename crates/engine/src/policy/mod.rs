@@ -50,8 +50,9 @@ pub struct Policy {
     /// Whether some action lists `"*"` (then every method is named).
     pub any_method: bool,
     /// Every claim name some action's `require.claims` names, sorted: the decision
-    /// log records their values so a replay can bind them again.
-    pub bound_claims: Vec<String>,
+    /// log records their values so a replay can bind them again. Shared: every
+    /// decision-log record holds it until its line is written.
+    pub bound_claims: std::sync::Arc<[String]>,
     /// Tokens whose authority ended before their `exp`.
     pub revocation: Revocations,
     /// MCP endpoints: the `mcp:` actions sharing one (see [`Action::mcp_group`]).
