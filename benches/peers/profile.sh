@@ -16,6 +16,10 @@
 #   bash benches/peers/profile.sh abcg BIN_A BIN_B   the same A/B counted by callgrind
 #                                                    (instructions per request; stable on a
 #                                                    shared machine)
+#   bash benches/peers/profile.sh rss [BIN...]       resident memory of each binary: smaps_rollup
+#                                                    at idle, then 2 s warm-up + DURATION of load
+#                                                    (as the peer run's round): VmHWM (the peer
+#                                                    run's "peak RSS") and the smaps split after it
 #
 # Knobs: DURATION=8s CONNS=32 CONFIG=<writ config with the shared harness's placeholders>
 #        TOKEN_NAME=valid (a token of the shared keys/, or none)
@@ -26,7 +30,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PEERS=${PEERS:-$ROOT/../shared/bench/peers}
 [ -d "$PEERS" ] || PEERS=/work/shared/bench/peers
-MODE=${1:?usage: profile.sh syscalls|perf|callgrind|ab|abcg [BIN...]}
+MODE=${1:?usage: profile.sh syscalls|perf|callgrind|ab|abcg|rss [BIN...]}
 shift
 DURATION=${DURATION:-8s}
 CONNS=${CONNS:-32}
@@ -167,6 +171,25 @@ ab|abcg)
         stop "$W"
       fi
     done
+  done
+  ;;
+rss)
+  # The split that says where the pages are: file-backed (the binary's code and data, mapped on
+  # touch) against anonymous (heap, thread stacks). Pss would hide nothing here (no sharing).
+  split() { awk '/^Rss:/{r=$2} /^Anonymous:/{a=$2} END{printf "rss=%d anon=%d file=%d", r, a, r-a}' "/proc/$1/smaps_rollup"; }
+  [ $# -gt 0 ] || set -- "$ROOT/target/release/writ"
+  for bin in "$@"; do
+    start_writ "$bin"; W=$LAST
+    sleep 0.5
+    idle=$(split "$W")
+    load "$WRIT" 2s warm >/dev/null
+    r=$(load "$WRIT" "$DURATION" rss)
+    hwm=$(awk '/^VmHWM:/{print $2}' "/proc/$W/status")
+    busy=$(split "$W")
+    threads=$(ls "/proc/$W/task" | wc -l)
+    echo "hwm_kb=$hwm after: $busy idle: $idle threads=$threads rps=$(field "$r" rps) $bin" | tee -a "$OUT/summary.txt"
+    cp "/proc/$W/smaps" "$OUT/smaps-$(basename "$bin")-$$-$RANDOM.txt" 2>/dev/null
+    stop "$W"
   done
   ;;
 *) echo "unknown mode $MODE" >&2; exit 2 ;;
