@@ -21,7 +21,7 @@
 #                                                    (as the peer run's round): VmHWM (the peer
 #                                                    run's "peak RSS") and the smaps split after it
 #
-# Knobs: DURATION=8s CONNS=32 CONFIG=<writ config with the shared harness's placeholders>
+# Knobs: CG_ARGS (extra callgrind options for abcg, e.g. --cache-sim=yes) DURATION=8s CONNS=32 CONFIG=<writ config with the shared harness's placeholders>
 #        TOKEN_NAME=valid (a token of the shared keys/, or none)
 #        OUT=<dir for raw output> (default target/profile/<mode>-<stamp>)
 # BIN defaults to target/release/writ. Everything it starts is killed by pid on exit; traffic
@@ -151,7 +151,7 @@ ab|abcg)
     for side in A B; do
       bin=$A; [ $side = B ] && bin=$B
       if [ "$MODE" = abcg ]; then
-        start_writ "$bin" valgrind --tool=callgrind --callgrind-out-file="$OUT/cg-$side.out" --dump-instr=no; W=$LAST
+        start_writ "$bin" valgrind --tool=callgrind ${CG_ARGS:-} --callgrind-out-file="$OUT/cg-$side.out" --dump-instr=no; W=$LAST
         load "$WRIT" 6s warm >/dev/null
         callgrind_control -z "$W" >/dev/null
         r=$(load "$WRIT" "${CG_DURATION:-10s}" "$side-r$round")
