@@ -466,7 +466,8 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
 
 /// `t` (seconds since the Unix epoch, as the engine's clock says) as a time.
 pub fn at(t: f64) -> SystemTime {
-    std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(t.max(0.0))
+    // `try_`: a non-finite time must not panic the request path.
+    std::time::UNIX_EPOCH + std::time::Duration::try_from_secs_f64(t.max(0.0)).unwrap_or_default()
 }
 
 #[cfg(test)]
